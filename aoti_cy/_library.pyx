@@ -1,0 +1,192 @@
+"""Opening model libraries and resolving their C entry points.
+
+A model `.so` is opened once per file (RTLD_NOW | RTLD_LOCAL, so two models
+never see each other's symbols) and cached while anything made from it is
+alive. Required entry points are checked at load; optional ones are NULL
+until a feature asks for them through ``ModelLibrary.require``.
+"""
+
+import os
+import threading
+import weakref
+
+from posix.dlfcn cimport dlopen, dlsym, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL
+
+from aoti_cy.errors import AOTIError, MissingSymbolError, PackageError
+
+cdef extern from "<dlfcn.h>" nogil:
+    enum: RTLD_NOLOAD
+
+
+# Symbol names in the order of the AOTIFunctions fields that hold them.
+REQUIRED_SYMBOLS = (
+    "AOTInductorModelContainerCreate",
+    "AOTInductorModelContainerDelete",
+    "AOTInductorModelContainerRun",
+    "AOTInductorModelContainerGetNumInputs",
+    "AOTInductorModelContainerGetInputName",
+    "AOTInductorModelContainerGetNumOutputs",
+    "AOTInductorModelContainerGetOutputName",
+    "AOTInductorModelContainerGetCallSpec",
+    "AOTInductorModelContainerGetNumConstants",
+    "AOTInductorModelContainerGetConstantName",
+    "AOTInductorModelContainerGetConstantOriginalFQN",
+    "AOTInductorModelContainerGetConstantFromFolded",
+    "AOTInductorModelContainerGetConstantDtype",
+    "AOTInductorModelContainerUpdateConstantBuffer",
+    "AOTInductorModelContainerUpdateInactiveConstantBuffer",
+    "AOTInductorModelContainerRunConstantFolding",
+    "AOTInductorModelContainerSwapConstantBuffer",
+    "AOTInductorModelCreate",
+    "AOTInductorModelRun",
+    "AOTInductorModelUpdateConstantsMap",
+    "AOTInductorModelDelete",
+    "AOTInductorModelGetNumOutputs",
+)
+
+OPTIONAL_SYMBOLS = (
+    "AOTInductorModelContainerCreateWithDevice",
+    "AOTInductorModelContainerRunSingleThreaded",
+    "AOTInductorModelContainerGetConstantType",
+    "AOTInductorModelContainerGetConstantDataSize",
+    "AOTInductorModelContainerExtractConstantsMap",
+    "AOTInductorModelContainerExtractConstantsMapEntries",
+    "AOTInductorModelContainerUpdateUserManagedConstantBuffer",
+    "AOTInductorModelContainerUpdateUserManagedConstantBufferPairs",
+    "AOTInductorModelContainerUpdateConstantBufferPairs",
+    "AOTInductorModelContainerUpdateConstantBufferFromCpu",
+    "AOTInductorModelContainerUpdateConstantBufferFromCpuPairs",
+    "AOTInductorModelContainerUpdateInactiveConstantBufferPairs",
+    "AOTInductorModelContainerFreeInactiveConstantBuffer",
+    "AOTInductorModelContainerGetConstantsBlobSize",
+    "AOTInductorModelUpdateConstantsFromBlob",
+    "AOTInductorModelCreateV2",
+    "AOTInductorModelUpdateConstantsMapV2",
+    "AOTInductorGetLastError",
+)
+
+# The AOTIFunctions struct is laid out as these names, one pointer each.
+assert sizeof(AOTIFunctions) == sizeof(void*) * (
+    len(REQUIRED_SYMBOLS) + len(OPTIONAL_SYMBOLS))
+
+
+cdef str _dlerror():
+    cdef const char* message = dlerror()
+    return message.decode("utf-8", "replace") if message != NULL else "unknown error"
+
+
+cdef class ModelLibrary:
+    """One opened model `.so` and its resolved C entry points.
+
+    Use :func:`open_library`, which shares one instance per file; the library
+    stays loaded while any container or model made from it is alive.
+    """
+
+    def __cinit__(self, str path):
+        self._handle = NULL
+        self.path = path
+        cdef bytes encoded = os.fsencode(path)
+        self._handle = dlopen(encoded, RTLD_NOW | RTLD_LOCAL)
+        if self._handle == NULL:
+            raise PackageError(f"cannot load model library {path}: {_dlerror()}")
+        self._resolve()
+
+    cdef _resolve(self):
+        cdef void** table = <void**>&self.fn
+        cdef Py_ssize_t i = 0
+        missing = []
+        for name in REQUIRED_SYMBOLS + OPTIONAL_SYMBOLS:
+            table[i] = dlsym(self._handle, name.encode())
+            if table[i] == NULL and i < len(REQUIRED_SYMBOLS):
+                missing.append(name)
+            i += 1
+        if missing:
+            raise PackageError(
+                f"{self.path} is not an AOTInductor model library: it does not "
+                f"export {', '.join(missing)}")
+
+    def __dealloc__(self):
+        if self._handle != NULL:
+            dlclose(self._handle)
+            self._handle = NULL
+
+    def exported(self):
+        """Map each optional entry point's name to whether this library exports it."""
+        cdef void** table = <void**>&self.fn
+        first = len(REQUIRED_SYMBOLS)
+        return {name: table[first + i] != NULL
+                for i, name in enumerate(OPTIONAL_SYMBOLS)}
+
+    cdef int require(self, const void* entry, const char* symbol) except -1:
+        """Raise MissingSymbolError when an optional entry point is absent."""
+        if entry == NULL:
+            raise MissingSymbolError(symbol.decode(), self.path)
+        return 0
+
+    cdef int check(self, AOTIRuntimeError status, const char* function) except -1 nogil:
+        """The one place a C status becomes an exception."""
+        if status == AOTI_RUNTIME_SUCCESS:
+            return 0
+        # The runtime keeps its message per thread until the next call; read it
+        # here, on the failing thread, before anything else calls in.
+        cdef const char* message = NULL
+        if self.fn.get_last_error != NULL:
+            if self.fn.get_last_error(&message) != AOTI_RUNTIME_SUCCESS:
+                message = NULL
+        with gil:
+            if message != NULL and message[0] != 0:
+                detail = message.decode("utf-8", "replace")
+            else:
+                detail = ("the runtime printed its reason to stderr (this model "
+                          "does not export AOTInductorGetLastError)")
+            raise AOTIError(function.decode(), detail)
+
+    def __repr__(self):
+        return f"<aoti_cy.ModelLibrary {self.path!r}>"
+
+
+_libraries = weakref.WeakValueDictionary()
+_libraries_lock = threading.Lock()
+
+
+def open_library(path):
+    """The ModelLibrary for the model `.so` at ``path``, opened once per file."""
+    path = os.path.realpath(os.fspath(path))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model library not found: {path}") from None
+    key = (path, st.st_dev, st.st_ino, st.st_mtime_ns)
+    with _libraries_lock:
+        library = _libraries.get(key)
+        if library is None:
+            library = ModelLibrary(path)
+            _libraries[key] = library
+        return library
+
+
+# aoti_torch_get_current_cuda_stream lives in libtorch_cuda.so, which torch has
+# loaded already when CUDA is in use; it is resolved on first need.
+cdef GetCurrentCudaStreamFn _get_current_cuda_stream = NULL
+
+
+cdef int current_cuda_stream(int device_index, void** stream) except -1 nogil:
+    """The current CUDA stream of ``device_index``, as torch sees it."""
+    global _get_current_cuda_stream
+    cdef void* torch_cuda
+    if _get_current_cuda_stream == NULL:
+        torch_cuda = dlopen("libtorch_cuda.so", RTLD_NOW | RTLD_NOLOAD)
+        if torch_cuda != NULL:
+            _get_current_cuda_stream = <GetCurrentCudaStreamFn>dlsym(
+                torch_cuda, "aoti_torch_get_current_cuda_stream")
+            dlclose(torch_cuda)  # drops only the reference RTLD_NOLOAD took
+        if _get_current_cuda_stream == NULL:
+            with gil:
+                raise RuntimeError(
+                    "cannot find aoti_torch_get_current_cuda_stream: this torch "
+                    "has no CUDA support loaded")
+    if _get_current_cuda_stream(device_index, stream) != 0:
+        with gil:
+            raise RuntimeError(
+                f"aoti_torch_get_current_cuda_stream failed for cuda:{device_index}")
+    return 0

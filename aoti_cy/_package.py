@@ -1,0 +1,196 @@
+"""Finding the model library of an artifact: a `.pt2` package, an extracted
+package directory, or a bare model `.so`.
+
+A `.pt2` is a zip. Only the members the runtime needs are extracted, into a
+private (0700) temporary directory, after checking every path so that nothing
+lands outside it; the directory goes away on close, on a failed load, and at
+interpreter exit.
+"""
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+import weakref
+import zipfile
+
+from aoti_cy.errors import PackageError
+
+__all__ = ["Artifact", "open_artifact"]
+
+MODELS_DIR = ("data", "aotinductor")
+_COPY_CHUNK = 1 << 20
+
+
+class Artifact:
+    """A model library ready to load, and the files it needs."""
+
+    def __init__(self, library_path, *, cubin_dir=None, metadata=None,
+                 weights=None, tempdir=None):
+        self.library_path = library_path
+        self.cubin_dir = cubin_dir
+        self.metadata = metadata or {}
+        self.weights = weights
+        self._tempdir = tempdir
+        self._finalizer = (weakref.finalize(self, shutil.rmtree, tempdir, True)
+                           if tempdir is not None else None)
+
+    @property
+    def device(self):
+        """The device the model was compiled for ("cpu" when unknown)."""
+        return self.metadata.get("AOTI_DEVICE_KEY") or "cpu"
+
+    def load_weights_into(self, container):
+        """Push weights stored outside the `.so` into a fresh container."""
+        if self.weights:
+            container.update_constant_buffer(self.weights, validate_full_update=False)
+
+    def cleanup(self):
+        """Remove the private directory, if any. Idempotent."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+def open_artifact(path, model_name="model"):
+    """The Artifact for ``path`` (a `.pt2`, an extracted package directory or
+    a model `.so`), choosing ``model_name`` among the package's models."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such model artifact: {path}")
+    if os.path.isdir(path):
+        return _open_directory(path, model_name, tempdir=None)
+    if path.endswith(".so"):
+        return Artifact(path, metadata=_read_metadata_beside(path))
+    return _open_zip(path, model_name)
+
+
+def _read_metadata_beside(library_path):
+    stem = library_path[:-len(".so")]
+    candidate = stem + "_metadata.json"
+    if not os.path.isfile(candidate):
+        return {}
+    try:
+        with open(candidate) as f:
+            metadata = json.load(f)
+    except (OSError, ValueError) as e:
+        raise PackageError(f"model metadata {candidate} is not valid JSON: {e}") from None
+    if not isinstance(metadata, dict):
+        raise PackageError(f"model metadata {candidate} is not a JSON object")
+    return metadata
+
+
+def _package_root(directory):
+    """The folder of an extracted package that holds data/aotinductor."""
+    if os.path.isdir(os.path.join(directory, *MODELS_DIR)):
+        return directory
+    for entry in sorted(os.listdir(directory)):
+        candidate = os.path.join(directory, entry)
+        if os.path.isdir(os.path.join(candidate, *MODELS_DIR)):
+            return candidate
+    raise PackageError(f"{directory} holds no AOTInductor package (no data/aotinductor)")
+
+
+def _open_directory(directory, model_name, tempdir):
+    root = _package_root(directory)
+    models_dir = os.path.join(root, *MODELS_DIR)
+    names = sorted(n for n in os.listdir(models_dir)
+                   if os.path.isdir(os.path.join(models_dir, n)))
+    if model_name not in names:
+        raise PackageError(
+            f"no model named {model_name!r} in {directory}; it holds "
+            f"{', '.join(map(repr, names)) or 'no models'}")
+    model_dir = os.path.join(models_dir, model_name)
+    libraries = sorted(f for f in os.listdir(model_dir) if f.endswith(".so"))
+    if not libraries:
+        raise PackageError(
+            f"model {model_name!r} in {directory} has no compiled .so "
+            f"(packages that ship only C++ sources are not supported)")
+    if len(libraries) > 1:
+        raise PackageError(
+            f"model {model_name!r} in {directory} has several .so files: "
+            f"{', '.join(libraries)}")
+    library_path = os.path.join(model_dir, libraries[0])
+    return Artifact(
+        library_path,
+        cubin_dir=model_dir,
+        metadata=_read_metadata_beside(library_path),
+        weights=None,
+        tempdir=tempdir)
+
+
+def _member_parts(info):
+    """The checked path components of a zip member, or a PackageError."""
+    name = info.filename
+    if "\x00" in name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise PackageError(f"package member {name!r} has an absolute path")
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise PackageError(f"package member {name!r} points outside the package")
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise PackageError(f"package member {name!r} is a symbolic link")
+    return parts
+
+
+def _open_zip(path, model_name):
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise PackageError(f"{path} is not a .pt2 package (not a zip file: {e})") from None
+    with archive:
+        wanted = _select_members(archive, path, model_name)
+        tempdir = tempfile.mkdtemp(prefix="aoti_cy-")   # mode 0700
+        try:
+            for info, parts in wanted:
+                _extract_member(archive, info, parts, tempdir)
+            return _open_directory(tempdir, model_name, tempdir)
+        except BaseException:
+            shutil.rmtree(tempdir, ignore_errors=True)
+            raise
+
+
+def _select_members(archive, path, model_name):
+    """The (info, parts) of the members the runtime needs for ``model_name``:
+    its model folder and the package's weights."""
+    seen = set()
+    models = set()
+    wanted = []
+    for info in archive.infolist():
+        parts = _member_parts(info)
+        key = "/".join(parts)
+        if key in seen:
+            raise PackageError(f"package member {info.filename!r} appears twice")
+        seen.add(key)
+        if len(parts) < 5 or tuple(parts[1:3]) != MODELS_DIR:
+            if len(parts) >= 3 and parts[1:3] == ["data", "weights"] and not info.is_dir():
+                wanted.append((info, parts))
+            continue
+        models.add(parts[3])
+        if parts[3] == model_name and not info.is_dir():
+            wanted.append((info, parts))
+    if model_name not in models:
+        raise PackageError(
+            f"no model named {model_name!r} in {path}; it holds "
+            f"{', '.join(map(repr, sorted(models))) or 'no models'}")
+    return wanted
+
+
+def _extract_member(archive, info, parts, root):
+    target = os.path.join(root, *parts)
+    # Belt and braces: the checked parts can only name a path under root.
+    if os.path.commonpath([root, os.path.realpath(os.path.dirname(target))]) != root:
+        raise PackageError(f"package member {info.filename!r} points outside the package")
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(target, flags, 0o600)
+        with os.fdopen(fd, "wb") as out, archive.open(info) as src:
+            shutil.copyfileobj(src, out, _COPY_CHUNK)
+    except (zipfile.BadZipFile, EOFError, zlib_error()) as e:
+        raise PackageError(f"package member {info.filename!r} is corrupt: {e}") from None
+
+
+def zlib_error():
+    import zlib
+    return zlib.error

@@ -1,0 +1,50 @@
+"""Exceptions raised by aoti_cy.
+
+Every error the C runtime reports becomes an :class:`AOTIError`; problems with
+an artifact itself (a corrupt package, a library that will not load, a
+missing required symbol) become :class:`PackageError`; a feature whose entry
+point the loaded model does not export becomes :class:`MissingSymbolError`.
+All of them pickle, so they survive a trip through multiprocessing.
+"""
+
+__all__ = ["AOTIError", "MissingSymbolError", "PackageError"]
+
+
+class AOTIError(RuntimeError):
+    """A C ABI call of the model returned a failure status.
+
+    ``function`` is the C entry point that failed and ``detail`` the runtime's
+    own message (or a note saying where it went).
+    """
+
+    def __init__(self, function, detail):
+        super().__init__(f"{function} failed: {detail}")
+        self.function = function
+        self.detail = detail
+
+    def __reduce__(self):
+        return type(self), (self.function, self.detail)
+
+
+class MissingSymbolError(NotImplementedError):
+    """The loaded model library does not export the entry point a feature needs.
+
+    Models built by older torch releases lack newer entry points; rebuilding
+    the model with a newer torch adds them.
+    """
+
+    def __init__(self, symbol, library):
+        super().__init__(
+            f"{symbol} is not exported by {library}: this model was built by a "
+            f"torch release without it; recompile the model with a newer torch "
+            f"to use this feature")
+        self.symbol = symbol
+        self.library = library
+
+    def __reduce__(self):
+        return type(self), (self.symbol, self.library)
+
+
+class PackageError(ValueError):
+    """The artifact cannot be used: a corrupt or unsafe package, a library that
+    does not load, or one without the entry points every model exports."""

@@ -1,0 +1,129 @@
+# Raw C declarations of the AOTInductor model ABI
+# (torch/csrc/inductor/aoti_runtime/interface.h).
+#
+# Nothing here is linked: every entry point lives in a model `.so` and is
+# resolved with dlsym into `aoti_cy._library.AOTIFunctions`. The types are
+# declared in Cython (not through the torch header) so that consumers of
+# the public .pxd need no torch include path.
+
+from libc.stdint cimport int32_t, uint8_t, uint64_t
+
+cdef extern from * nogil:
+    """
+    /* Opaque handle types of interface.h and shim.h, as plain C. */
+    typedef struct AtenTensorOpaque AtenTensorOpaque;
+    typedef struct AOTInductorModelOpaque AOTInductorModelOpaque;
+    typedef struct AOTInductorModelContainerOpaque AOTInductorModelContainerOpaque;
+    typedef struct AOTInductorStreamOpaque AOTInductorStreamOpaque;
+    typedef struct AOTInductorConstantMap AOTInductorConstantMap;
+    typedef struct AOTIProxyExecutorOpaque AOTIProxyExecutorOpaque;
+    """
+    ctypedef struct AtenTensorOpaque
+    ctypedef struct AOTInductorModelOpaque
+    ctypedef struct AOTInductorModelContainerOpaque
+    ctypedef struct AOTInductorStreamOpaque
+    ctypedef struct AOTInductorConstantMap
+    ctypedef struct AOTIProxyExecutorOpaque
+
+ctypedef int32_t AOTIRuntimeError
+ctypedef AtenTensorOpaque* AtenTensorHandle
+ctypedef AOTInductorModelOpaque* AOTInductorModelHandle
+ctypedef AOTInductorModelContainerOpaque* AOTInductorModelContainerHandle
+ctypedef AOTInductorStreamOpaque* AOTInductorStreamHandle
+ctypedef AOTInductorConstantMap* AOTInductorConstantMapHandle
+ctypedef AOTIProxyExecutorOpaque* AOTIProxyExecutorHandle
+
+cdef enum:
+    AOTI_RUNTIME_SUCCESS = 0
+    AOTI_RUNTIME_FAILURE = 1
+
+ctypedef struct AOTInductorConstantMapEntry:
+    const char* name
+    AtenTensorHandle handle
+
+# --- container lifecycle ---------------------------------------------------
+ctypedef AOTIRuntimeError (*ContainerCreateFn)(
+    AOTInductorModelContainerHandle*, size_t num_models, bint is_cpu,
+    const char* cubin_dir) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerCreateWithDeviceFn)(
+    AOTInductorModelContainerHandle*, size_t num_models,
+    const char* device_str, const char* cubin_dir) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerDeleteFn)(
+    AOTInductorModelContainerHandle) noexcept nogil
+
+# --- running ----------------------------------------------------------------
+# Input handles are stolen (the model nulls each one it takes); the arrays
+# themselves are borrowed; output handles are owned by the caller.
+ctypedef AOTIRuntimeError (*ContainerRunFn)(
+    AOTInductorModelContainerHandle,
+    AtenTensorHandle* input_handles, size_t num_inputs,
+    AtenTensorHandle* output_handles, size_t num_outputs,
+    AOTInductorStreamHandle, AOTIProxyExecutorHandle) noexcept nogil
+
+# --- metadata ---------------------------------------------------------------
+ctypedef AOTIRuntimeError (*ContainerGetSizeFn)(
+    AOTInductorModelContainerHandle, size_t* ret) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerGetNameFn)(
+    AOTInductorModelContainerHandle, size_t idx, const char** ret) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerGetCallSpecFn)(
+    AOTInductorModelContainerHandle, const char** in_spec,
+    const char** out_spec) noexcept nogil
+
+# --- constants --------------------------------------------------------------
+ctypedef AOTIRuntimeError (*ContainerGetBoolFn)(
+    AOTInductorModelContainerHandle, size_t idx, bint* ret) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerGetInt32Fn)(
+    AOTInductorModelContainerHandle, size_t idx, int32_t* ret) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerGetSizeAtFn)(
+    AOTInductorModelContainerHandle, size_t idx, size_t* ret) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerExtractMapFn)(
+    AOTInductorModelContainerHandle, AOTInductorConstantMapHandle,
+    bint use_inactive) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerExtractEntriesFn)(
+    AOTInductorModelContainerHandle, const AOTInductorConstantMapEntry** entries,
+    size_t* num_entries, bint use_inactive) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerUpdateMapFn)(
+    AOTInductorModelContainerHandle, AOTInductorConstantMapHandle,
+    bint use_inactive, bint validate_full_update) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerUpdatePairsFn)(
+    AOTInductorModelContainerHandle, const AOTInductorConstantMapEntry* pairs,
+    size_t num_pairs, bint use_inactive, bint validate_full_update) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerUpdateInactiveMapFn)(
+    AOTInductorModelContainerHandle, AOTInductorConstantMapHandle) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerUpdateInactivePairsFn)(
+    AOTInductorModelContainerHandle, const AOTInductorConstantMapEntry* pairs,
+    size_t num_pairs) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerActionFn)(
+    AOTInductorModelContainerHandle) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerRunConstantFoldingFn)(
+    AOTInductorModelContainerHandle, bint use_inactive,
+    AOTInductorStreamHandle, AOTIProxyExecutorHandle) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerGetBlobSizeFn)(
+    AOTInductorModelContainerHandle, uint64_t* ret) noexcept nogil
+ctypedef AOTIRuntimeError (*ContainerUpdateFromBlobFn)(
+    AOTInductorModelContainerHandle, const uint8_t* blob) noexcept nogil
+
+# --- single-instance model ----------------------------------------------------
+ctypedef AOTIRuntimeError (*ModelCreateFn)(
+    AOTInductorModelHandle*, AOTInductorConstantMapHandle) noexcept nogil
+ctypedef AOTIRuntimeError (*ModelCreateV2Fn)(
+    AOTInductorModelHandle*, const AOTInductorConstantMapEntry* pairs,
+    size_t num_pairs) noexcept nogil
+ctypedef AOTIRuntimeError (*ModelRunFn)(
+    AOTInductorModelHandle, AtenTensorHandle* input_handles,
+    AtenTensorHandle* output_handles) noexcept nogil
+ctypedef AOTIRuntimeError (*ModelUpdateConstantsMapFn)(
+    AOTInductorModelHandle, AOTInductorConstantMapHandle) noexcept nogil
+ctypedef AOTIRuntimeError (*ModelUpdateConstantsMapV2Fn)(
+    AOTInductorModelHandle, const AOTInductorConstantMapEntry* pairs,
+    int32_t num_pairs) noexcept nogil
+ctypedef AOTIRuntimeError (*ModelDeleteFn)(AOTInductorModelHandle) noexcept nogil
+ctypedef AOTIRuntimeError (*ModelGetNumOutputsFn)(
+    AOTInductorModelHandle, size_t* ret) noexcept nogil
+
+# --- errors -------------------------------------------------------------------
+ctypedef AOTIRuntimeError (*GetLastErrorFn)(const char** message) noexcept nogil
+
+# libtorch's CUDA shim (libtorch_cuda.so), not the model: the current stream.
+ctypedef int32_t (*GetCurrentCudaStreamFn)(
+    int32_t device_index, void** ret_stream) noexcept nogil

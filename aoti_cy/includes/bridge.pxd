@@ -1,0 +1,24 @@
+# csrc/tensor_bridge.h: torch.Tensor <-> AtenTensorHandle (no data copies).
+
+from cpython.object cimport PyObject
+
+from aoti_cy.includes.abi cimport AtenTensorHandle
+
+cdef extern from "tensor_bridge.h":
+    enum:
+        AOTI_CY_DEVICE_CPU
+        AOTI_CY_DEVICE_CUDA
+
+    ctypedef struct AotiCyDevice:
+        int type
+        int index
+
+    # These need the GIL; each raises through the usual Python error protocol.
+    int aoti_cy_handles_from_tensors(
+        PyObject* const* tensors, Py_ssize_t n, AtenTensorHandle* out,
+        AotiCyDevice device, PyObject* names) except -1
+    AtenTensorHandle aoti_cy_handle_from_tensor(object tensor) except NULL
+    object aoti_cy_tensor_from_handle(AtenTensorHandle handle)
+    object aoti_cy_list_from_handles(AtenTensorHandle* handles, size_t n)
+
+    void aoti_cy_free_handles(AtenTensorHandle* handles, size_t n) nogil

@@ -1,0 +1,51 @@
+# The public Cython API of aoti_cy: `cimport aoti_cy` (or this module) to run
+# a loaded model from Cython, including inside `with nogil:`.
+#
+#     from aoti_cy.interface cimport ModelContainer, AtenTensorHandle
+#     cdef ModelContainer c = aoti_cy.load(path)
+#     ...
+#     with nogil:
+#         c.run_handles(inputs, n_in, outputs, n_out, NULL)
+#
+# Handle ownership follows the C ABI: input handles are consumed (also when
+# the call fails), output handles belong to the caller on success.
+
+from aoti_cy.includes.abi cimport (
+    AtenTensorHandle, AOTInductorModelContainerHandle, ContainerRunFn)
+from aoti_cy._library cimport ModelLibrary
+
+
+cdef class ModelContainer:
+    cdef AOTInductorModelContainerHandle _handle
+    cdef readonly ModelLibrary library
+    cdef size_t _num_inputs
+    cdef size_t _num_outputs
+    cdef int _device_type          # c10::DeviceType: 0 CPU, 1 CUDA
+    cdef int _device_index         # -1 on CPU
+    cdef int _active_runs          # touched only through csrc/run_gate.h
+    cdef int _closed               # idem; 1 until created, 1 again once closed
+    cdef tuple _input_names
+    cdef tuple _output_names
+    cdef tuple _call_spec
+    cdef object _device            # torch.device
+    cdef object _package           # the extracted package the model lives in
+
+    cdef _create(self, size_t num_models, object cubin_dir)
+    cdef _read_metadata(self)
+    cdef int run_handles(
+        self, AtenTensorHandle* inputs, size_t num_inputs,
+        AtenTensorHandle* outputs, size_t num_outputs,
+        void* stream) except -1 nogil
+    cdef int _invoke(
+        self, ContainerRunFn entry, const char* function,
+        AtenTensorHandle* inputs, size_t num_inputs,
+        AtenTensorHandle* outputs, size_t num_outputs,
+        void* stream) except -1 nogil
+    cdef list _run(self, ContainerRunFn entry, const char* function,
+                   object inputs, object stream)
+
+
+# Tensors <-> handles for code that drives run_handles itself. Each handle
+# made holds a reference to the tensor's storage; no data is copied.
+cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL
+cdef object tensor_from_handle(AtenTensorHandle handle)  # steals the handle

@@ -1,0 +1,153 @@
+// The only translation unit that sees torch's C++ headers: every conversion
+// between Python tensors and AtenTensorHandle goes through here.
+#include "tensor_bridge.h"
+
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <exception>
+#include <string>
+
+namespace {
+
+inline AtenTensorOpaque* to_handle(const at::Tensor& tensor) {
+  return reinterpret_cast<AtenTensorOpaque*>(new at::Tensor(tensor));
+}
+
+inline at::Tensor* from_handle(AtenTensorOpaque* handle) {
+  return reinterpret_cast<at::Tensor*>(handle);
+}
+
+std::string input_label(Py_ssize_t i, PyObject* names) {
+  std::string label = "input " + std::to_string(i);
+  if (names != nullptr && PyTuple_Check(names) && i < PyTuple_GET_SIZE(names)) {
+    const char* name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(names, i));
+    if (name != nullptr) {
+      label += " ('" + std::string(name) + "')";
+    } else {
+      PyErr_Clear();
+    }
+  }
+  return label;
+}
+
+std::string device_label(AotiCyDevice device) {
+  if (device.type == AOTI_CY_DEVICE_CPU) return "cpu";
+  return "cuda:" + std::to_string(device.index);
+}
+
+bool on_device(const at::Tensor& tensor, AotiCyDevice device) {
+  const c10::Device& d = tensor.device();
+  if (static_cast<int>(d.type()) != device.type) return false;
+  return device.type == AOTI_CY_DEVICE_CPU || d.index() == device.index;
+}
+
+void set_type_error(Py_ssize_t i, PyObject* item, PyObject* names) {
+  PyErr_Format(PyExc_TypeError, "%s must be a torch.Tensor, got %s",
+               input_label(i, names).c_str(), Py_TYPE(item)->tp_name);
+}
+
+}  // namespace
+
+extern "C" {
+
+int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
+                                 AtenTensorOpaque** out, AotiCyDevice device,
+                                 PyObject* names) {
+  Py_ssize_t made = 0;
+  try {
+    for (; made < n; ++made) {
+      PyObject* item = tensors[made];
+      if (!THPVariable_Check(item)) {
+        set_type_error(made, item, names);
+        break;
+      }
+      const at::Tensor& tensor = THPVariable_Unpack(item);
+      if (!on_device(tensor, device)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s is on %s but the model runs on %s",
+                     input_label(made, names).c_str(),
+                     tensor.device().str().c_str(),
+                     device_label(device).c_str());
+        break;
+      }
+      out[made] = to_handle(tensor);
+    }
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  if (made == n) return 0;
+  aoti_cy_free_handles(out, static_cast<size_t>(made));
+  for (Py_ssize_t i = made; i < n; ++i) out[i] = nullptr;
+  return -1;
+}
+
+AtenTensorOpaque* aoti_cy_handle_from_tensor(PyObject* tensor) {
+  if (!THPVariable_Check(tensor)) {
+    PyErr_Format(PyExc_TypeError, "expected a torch.Tensor, got %s",
+                 Py_TYPE(tensor)->tp_name);
+    return nullptr;
+  }
+  return to_handle(THPVariable_Unpack(tensor));
+}
+
+PyObject* aoti_cy_tensor_from_handle(AtenTensorOpaque* handle) {
+  if (handle == nullptr) Py_RETURN_NONE;
+  at::Tensor* owned = from_handle(handle);
+  try {
+    at::Tensor tensor = std::move(*owned);
+    delete owned;
+    owned = nullptr;
+    // A model may hand back an input as is; outputs never carry autograd.
+    if (tensor.defined() && tensor.requires_grad()) tensor = tensor.detach();
+    return THPVariable_Wrap(std::move(tensor));
+  } catch (const std::exception& e) {
+    delete owned;
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+
+PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n) {
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(n));
+  size_t i = 0;
+  if (list == nullptr) goto fail;
+  for (; i < n; ++i) {
+    PyObject* item = nullptr;
+    for (size_t j = 0; j < i; ++j) {
+      if (handles[j] == handles[i] && handles[i] != nullptr) {
+        item = PyList_GET_ITEM(list, j);  // same handle: same tensor, one free
+        Py_INCREF(item);
+        break;
+      }
+    }
+    if (item == nullptr) {
+      item = aoti_cy_tensor_from_handle(handles[i]);
+      if (item == nullptr) {
+        ++i;  // that handle was consumed
+        goto fail;
+      }
+    }
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), item);
+  }
+  return list;
+
+fail:
+  // Free the handles not yet converted, skipping repeats of converted ones.
+  for (size_t k = i; k < n; ++k) {
+    bool seen = false;
+    for (size_t j = 0; j < k && !seen; ++j) seen = handles[j] == handles[k];
+    if (!seen) delete from_handle(handles[k]);
+  }
+  Py_XDECREF(list);
+  return nullptr;
+}
+
+void aoti_cy_free_handles(AtenTensorOpaque** handles, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    delete from_handle(handles[i]);
+    handles[i] = nullptr;
+  }
+}
+
+}  // extern "C"

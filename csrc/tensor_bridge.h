@@ -1,0 +1,56 @@
+/* torch.Tensor <-> AtenTensorHandle, without copying data.
+ *
+ * An AtenTensorHandle is an owned `at::Tensor*` (torch's C shim deletes it
+ * with `delete`), so a handle made here holds one reference to the tensor's
+ * storage and nothing more. The declarations are plain C so that this header
+ * needs no torch include path; torch's headers are used only in the .cpp.
+ *
+ * Functions that return int give 0 on success and -1 with a Python exception
+ * set. Every function that steals handles frees all of them, also on error.
+ */
+#pragma once
+
+#include <Python.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct AtenTensorOpaque AtenTensorOpaque;
+
+/* c10::DeviceType values used to describe where a model runs. */
+enum { AOTI_CY_DEVICE_CPU = 0, AOTI_CY_DEVICE_CUDA = 1 };
+
+/* Where a model runs: a device type and an index (-1 on CPU). */
+typedef struct AotiCyDevice {
+  int type;
+  int index;
+} AotiCyDevice;
+
+/* Makes one new handle per tensor in `tensors[0:n]` into `out`. Raises
+ * TypeError for a non-tensor and ValueError for a tensor on another device
+ * than `device`; `names` (a tuple of str or NULL) names the input in the
+ * message. On error no handle is left allocated and `out` is all NULL. */
+int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
+                                 AtenTensorOpaque** out, AotiCyDevice device,
+                                 PyObject* names);
+
+/* One new handle for one tensor, or NULL with TypeError set. */
+AtenTensorOpaque* aoti_cy_handle_from_tensor(PyObject* tensor);
+
+/* Steals `handle`; a new reference to a tensor (detached from autograd),
+ * Py_None for a NULL handle, or NULL with an exception set. */
+PyObject* aoti_cy_tensor_from_handle(AtenTensorOpaque* handle);
+
+/* Steals all `n` handles and returns a new list of tensors (None for a NULL
+ * handle). A handle that appears twice becomes the same tensor object and is
+ * freed once. */
+PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n);
+
+/* Frees every non-NULL handle and sets it to NULL. Needs no GIL. */
+void aoti_cy_free_handles(AtenTensorOpaque** handles, size_t n);
+
+#ifdef __cplusplus
+}
+#endif

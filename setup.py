@@ -1,0 +1,60 @@
+"""Build aoti_cy against the torch installed in this environment.
+
+Like every torch C++ extension, the result runs only with the torch it was
+built against; that version is written into aoti_cy/_build_info.py and
+checked at import. Install torch first, then build without isolation:
+
+    pip install --no-build-isolation -e .
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+except ImportError:
+    sys.exit("aoti_cy builds against the installed torch: install torch first "
+             "(e.g. pip install torch==2.13.0), then run "
+             "pip install --no-build-isolation .")
+from Cython.Build import cythonize
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(HERE, "csrc")
+
+# Set once, here, for every module.
+COMPILER_DIRECTIVES = {
+    "language_level": 3,
+    "embedsignature": True,
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+}
+
+
+def write_build_info():
+    path = os.path.join(HERE, "aoti_cy", "_build_info.py")
+    text = ("# Written by setup.py: the torch this build of aoti_cy is for.\n"
+            f"TORCH_VERSION = {torch.__version__!r}\n"
+            f"TORCH_CUDA_VERSION = {torch.version.cuda!r}\n")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+write_build_info()
+
+extensions = [
+    # dlopen/dlsym and the function table: no torch headers needed.
+    Extension("aoti_cy._library", ["aoti_cy/_library.pyx"], language="c++"),
+    # Containers and the tensor bridge: compiled against torch.
+    CppExtension("aoti_cy.interface",
+                 ["aoti_cy/interface.pyx", "csrc/tensor_bridge.cpp"],
+                 include_dirs=[CSRC]),
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=False)},
+)
