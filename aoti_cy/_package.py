@@ -8,6 +8,7 @@ interpreter exit.
 """
 
 import json
+import mmap
 import os
 import shutil
 import stat
@@ -27,11 +28,14 @@ class Artifact:
     """A model library ready to load, and the files it needs."""
 
     def __init__(self, library_path, *, cubin_dir=None, metadata=None,
-                 weights=None, tempdir=None):
+                 weights_blob=None, weights_config=None, weights_dir=None,
+                 tempdir=None):
         self.library_path = library_path
         self.cubin_dir = cubin_dir
         self.metadata = metadata or {}
-        self.weights = weights
+        self.weights_blob = weights_blob        # raw constants blob file
+        self.weights_config = weights_config    # weights_config.json (pickled weights)
+        self.weights_dir = weights_dir          # where that config's files are
         self._tempdir = tempdir
         self._finalizer = (weakref.finalize(self, shutil.rmtree, tempdir, True)
                            if tempdir is not None else None)
@@ -42,9 +46,30 @@ class Artifact:
         return self.metadata.get("AOTI_DEVICE_KEY") or "cpu"
 
     def load_weights_into(self, container):
-        """Push weights stored outside the `.so` into a fresh container."""
-        if self.weights:
-            container.update_constant_buffer(self.weights, validate_full_update=False)
+        """Copy weights the package stores outside the `.so` into a fresh
+        container (which then owns the only copy)."""
+        if self.weights_blob is not None:
+            with open(self.weights_blob, "rb") as f:
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
+                    container.update_constants_from_blob(blob)
+        if self.weights_config is not None:
+            container.update_constant_buffer(self._pickled_weights(),
+                                             validate_full_update=True)
+
+    def _pickled_weights(self):
+        import torch
+        try:
+            with open(self.weights_config) as f:
+                config = json.load(f)
+            weights = {}
+            for fqn, (filename, shape, stride, offset) in config.items():
+                path = os.path.join(self.weights_dir, os.path.basename(filename))
+                stored = torch.load(path, weights_only=True, mmap=True)
+                weights[fqn] = stored.as_strided(shape, stride, offset)
+            return weights
+        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            raise PackageError(
+                f"cannot read the package's weights ({self.weights_config}): {e}") from None
 
     def cleanup(self):
         """Remove the private directory, if any. Idempotent."""
@@ -66,8 +91,9 @@ def open_artifact(path, model_name="model"):
 
 
 def _read_metadata_beside(library_path):
-    stem = library_path[:-len(".so")]
-    candidate = stem + "_metadata.json"
+    """The JSON metadata torch writes next to a model library
+    (``<stem>_metadata.json``), or {} when there is none."""
+    candidate = library_path[:-len(".so")] + "_metadata.json"
     if not os.path.isfile(candidate):
         return {}
     try:
@@ -101,22 +127,39 @@ def _open_directory(directory, model_name, tempdir):
             f"no model named {model_name!r} in {directory}; it holds "
             f"{', '.join(map(repr, names)) or 'no models'}")
     model_dir = os.path.join(models_dir, model_name)
-    libraries = sorted(f for f in os.listdir(model_dir) if f.endswith(".so"))
-    if not libraries:
-        raise PackageError(
-            f"model {model_name!r} in {directory} has no compiled .so "
-            f"(packages that ship only C++ sources are not supported)")
-    if len(libraries) > 1:
-        raise PackageError(
-            f"model {model_name!r} in {directory} has several .so files: "
-            f"{', '.join(libraries)}")
-    library_path = os.path.join(model_dir, libraries[0])
+    files = sorted(os.listdir(model_dir))
+    library_path = os.path.join(model_dir, _wrapper_library(files, model_name, directory))
+    blobs = [f for f in files if f.endswith(".blob")]
+    config = os.path.join(model_dir, "weights_config.json")
     return Artifact(
         library_path,
         cubin_dir=model_dir,
         metadata=_read_metadata_beside(library_path),
-        weights=None,
+        weights_blob=os.path.join(model_dir, blobs[0]) if blobs else None,
+        weights_config=config if os.path.isfile(config) else None,
+        weights_dir=os.path.join(root, "data", "weights"),
         tempdir=tempdir)
+
+
+def _wrapper_library(files, model_name, directory):
+    """The model's wrapper `.so` among its files (others are kernel libraries)."""
+    libraries = [f for f in files if f.endswith(".so")]
+    wrappers = [f for f in libraries if ".wrapper" in f]
+    if len(wrappers) > 1:
+        raise PackageError(
+            f"model {model_name!r} in {directory} has several wrapper libraries: "
+            f"{', '.join(wrappers)}")
+    if wrappers:
+        return wrappers[0]
+    if len(libraries) == 1:
+        return libraries[0]
+    if not libraries:
+        raise PackageError(
+            f"model {model_name!r} in {directory} has no compiled .so "
+            f"(packages that ship only C++ sources are not supported)")
+    raise PackageError(
+        f"model {model_name!r} in {directory} has several .so files and none "
+        f"is a wrapper library: {', '.join(libraries)}")
 
 
 def _member_parts(info):

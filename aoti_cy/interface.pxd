@@ -29,9 +29,13 @@ cdef class ModelContainer:
     cdef tuple _call_spec
     cdef object _device            # torch.device
     cdef object _package           # the extracted package the model lives in
+    cdef tuple _constants          # ConstantInfo per constant, read on first use
 
     cdef _create(self, size_t num_models, object cubin_dir)
     cdef _read_metadata(self)
+    cdef int _check_open(self) except -1
+    cdef _read_constants(self)
+    cdef dict _constant_values(self, object mapping)
     cdef int run_handles(
         self, AtenTensorHandle* inputs, size_t num_inputs,
         AtenTensorHandle* outputs, size_t num_outputs,

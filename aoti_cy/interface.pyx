@@ -13,8 +13,13 @@ Where the Python API differs from the C ABI:
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_ITEMS
 from cpython.list cimport PyList_GET_SIZE
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport int32_t, uint64_t, uintptr_t
+from libcpp cimport bool as cbool
+from libcpp.string cimport string
+from libcpp.unordered_map cimport unordered_map
 from libcpp.vector cimport vector
+
+from collections import namedtuple
 
 import torch
 
@@ -26,7 +31,15 @@ from aoti_cy._library cimport ModelLibrary, current_cuda_stream
 from aoti_cy._library import open_library
 from aoti_cy import _package
 
-__all__ = ["ModelContainer", "load"]
+__all__ = ["ConstantInfo", "ModelContainer", "load"]
+
+ConstantInfo = namedtuple(
+    "ConstantInfo", "name original_fqn dtype from_folded type data_size")
+ConstantInfo.__doc__ = """One constant (weight, buffer, folded value) of a model.
+
+``name`` is the runtime's internal name, ``original_fqn`` the name in the
+exported module's state dict; ``type`` and ``data_size`` (bytes) are None
+where the model does not export them."""
 
 # Runs with at most this many inputs (outputs) keep their handles on the stack.
 DEF STACK_HANDLES = 16
@@ -113,7 +126,7 @@ cdef class ModelContainer:
         cdef bytes cubin = None if cubin_dir is None else str(cubin_dir).encode()
         cdef const char* cubin_ptr = NULL
         cdef const char* device_ptr = device_str
-        cdef bint is_cpu = self._device_type == AOTI_CY_DEVICE_CPU
+        cdef cbool is_cpu = self._device_type == AOTI_CY_DEVICE_CPU
         if cubin is not None:
             cubin_ptr = cubin
         if lib.fn.container_create_with_device != NULL:
@@ -351,6 +364,163 @@ cdef class ModelContainer:
         if called:
             self.library.check(status, function)
         return 0
+
+
+    # ---- constants ------------------------------------------------------------
+
+    cdef int _check_open(self) except -1:
+        if aoti_cy_gate_is_closed(&self._closed):
+            _raise_closed()
+        return 0
+
+    cdef _read_constants(self):
+        cdef ModelLibrary lib = self.library
+        cdef size_t i, count, data_size
+        cdef const char* name = NULL
+        cdef const char* fqn = NULL
+        cdef cbool from_folded
+        cdef int32_t dtype, kind
+        lib.check(lib.fn.container_get_num_constants(self._handle, &count),
+                  "AOTInductorModelContainerGetNumConstants")
+        infos = []
+        for i in range(count):
+            lib.check(lib.fn.container_get_constant_name(self._handle, i, &name),
+                      "AOTInductorModelContainerGetConstantName")
+            lib.check(lib.fn.container_get_constant_original_fqn(self._handle, i, &fqn),
+                      "AOTInductorModelContainerGetConstantOriginalFQN")
+            lib.check(lib.fn.container_get_constant_from_folded(self._handle, i, &from_folded),
+                      "AOTInductorModelContainerGetConstantFromFolded")
+            lib.check(lib.fn.container_get_constant_dtype(self._handle, i, &dtype),
+                      "AOTInductorModelContainerGetConstantDtype")
+            kind_value = size_value = None
+            if lib.fn.container_get_constant_type != NULL:
+                lib.check(lib.fn.container_get_constant_type(self._handle, i, &kind),
+                          "AOTInductorModelContainerGetConstantType")
+                kind_value = kind
+            if lib.fn.container_get_constant_data_size != NULL:
+                lib.check(lib.fn.container_get_constant_data_size(self._handle, i, &data_size),
+                          "AOTInductorModelContainerGetConstantDataSize")
+                size_value = data_size
+            infos.append(ConstantInfo(
+                _decode(name), _decode(fqn), aoti_cy_dtype_from_scalar_type(dtype),
+                bool(from_folded), kind_value, size_value))
+        self._constants = tuple(infos)
+
+    @property
+    def constants(self):
+        """A ConstantInfo per constant of the model, in the runtime's order."""
+        self._check_open()
+        if self._constants is None:
+            self._read_constants()
+        return self._constants
+
+    @property
+    def constant_fqns(self):
+        """Map each constant's original FQN to its internal name."""
+        return {c.original_fqn: c.name for c in self.constants}
+
+    def update_constant_buffer(self, mapping, *, use_inactive=False,
+                               validate_full_update=False):
+        """Copy new values into the model's constants.
+
+        ``mapping`` maps original FQNs or internal names to tensors on the
+        model's device with the constant's dtype and size. With
+        ``use_inactive`` the inactive buffer is filled instead of the one in
+        use; ``validate_full_update`` demands a value for every constant that
+        is not folded. Bad keys, dtypes and sizes are rejected, naming them,
+        before anything changes.
+        """
+        cdef ModelLibrary lib = self.library
+        cdef vector[AOTInductorConstantMapEntry] pairs
+        cdef unordered_map[string, AtenTensorHandle] constant_map
+        cdef AOTIRuntimeError status
+        cdef size_t i, count
+        cdef cbool inactive = use_inactive, full = validate_full_update
+        values = self._constant_values(mapping)
+        count = len(values)
+        pairs.resize(count)
+        names = [name.encode() for name in values]
+        try:
+            for i, tensor in enumerate(values.values()):
+                pairs[i].name = <const char*>(<bytes>names[i])
+                pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
+            if lib.fn.container_update_constant_buffer_pairs != NULL:
+                with nogil:
+                    status = lib.fn.container_update_constant_buffer_pairs(
+                        self._handle, pairs.data(), count, inactive, full)
+                lib.check(status, "AOTInductorModelContainerUpdateConstantBufferPairs")
+            else:
+                for i in range(count):
+                    constant_map[string(pairs[i].name)] = pairs[i].handle
+                with nogil:
+                    status = lib.fn.container_update_constant_buffer(
+                        self._handle, <AOTInductorConstantMapHandle>&constant_map,
+                        inactive, full)
+                lib.check(status, "AOTInductorModelContainerUpdateConstantBuffer")
+        finally:
+            # The container copied the data; the handles were only borrowed.
+            for i in range(count):
+                aoti_cy_free_handles(&pairs[i].handle, 1)
+
+    cdef dict _constant_values(self, object mapping):
+        """Internal name -> compact tensor, after checking keys, dtypes, sizes."""
+        by_name = {c.name: c for c in self.constants}
+        by_fqn = {c.original_fqn: c for c in self.constants}
+        values, unknown, wrong = {}, [], []
+        for key, tensor in mapping.items():
+            info = by_fqn.get(key) or by_name.get(key)
+            if info is None:
+                unknown.append(key)
+                continue
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"constant {key!r} must be a torch.Tensor, "
+                                f"got {type(tensor).__name__}")
+            if tensor.dtype != info.dtype:
+                wrong.append(f"{key!r} has dtype {tensor.dtype}, expected {info.dtype}")
+            elif info.data_size is not None and tensor.nbytes != info.data_size:
+                wrong.append(f"{key!r} has {tensor.nbytes} bytes "
+                             f"(shape {tuple(tensor.shape)}), expected {info.data_size}")
+            # The runtime copies the whole storage from the data pointer, so
+            # hand it a tensor whose storage is exactly its own elements.
+            if (not tensor.is_contiguous() or tensor.storage_offset() != 0
+                    or tensor.untyped_storage().nbytes() != tensor.nbytes):
+                tensor = tensor.clone(memory_format=torch.contiguous_format)
+            values[info.name] = tensor.detach()
+        if unknown:
+            raise ValueError(
+                f"unknown constants {unknown}; the model's constants are "
+                f"{sorted(by_fqn)}")
+        if wrong:
+            raise ValueError("constants do not match the model: " + "; ".join(wrong))
+        return values
+
+    @property
+    def constants_blob_size(self):
+        """Bytes of the buffer :meth:`update_constants_from_blob` reads."""
+        cdef ModelLibrary lib = self.library
+        cdef uint64_t size = 0
+        self._check_open()
+        lib.require(<void*>lib.fn.container_get_constants_blob_size,
+                    "AOTInductorModelContainerGetConstantsBlobSize")
+        lib.check(lib.fn.container_get_constants_blob_size(self._handle, &size),
+                  "AOTInductorModelContainerGetConstantsBlobSize")
+        return size
+
+    def update_constants_from_blob(self, const unsigned char[::1] buffer):
+        """Copy every constant from one buffer laid out as the model's own
+        constants blob (a package's ``.blob`` weights file), e.g. an mmap."""
+        cdef ModelLibrary lib = self.library
+        lib.require(<void*>lib.fn.model_update_constants_from_blob,
+                    "AOTInductorModelUpdateConstantsFromBlob")
+        expected = self.constants_blob_size
+        if <uint64_t>buffer.shape[0] < expected:
+            raise ValueError(f"constants blob has {buffer.shape[0]} bytes, the "
+                             f"model needs {expected}")
+        cdef AOTIRuntimeError status
+        cdef const unsigned char* data = &buffer[0] if buffer.shape[0] else NULL
+        with nogil:
+            status = lib.fn.model_update_constants_from_blob(self._handle, data)
+        lib.check(status, "AOTInductorModelUpdateConstantsFromBlob")
 
 
 cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL:

@@ -3,6 +3,7 @@
 #include "tensor_bridge.h"
 
 #include <ATen/core/Tensor.h>
+#include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <exception>
@@ -141,6 +142,23 @@ fail:
   }
   Py_XDECREF(list);
   return nullptr;
+}
+
+PyObject* aoti_cy_dtype_from_scalar_type(int scalar_type) {
+  if (scalar_type < 0 ||
+      scalar_type >= static_cast<int>(c10::ScalarType::NumOptions)) {
+    PyErr_Format(PyExc_ValueError, "unknown dtype code %d", scalar_type);
+    return nullptr;
+  }
+  try {
+    PyObject* dtype = reinterpret_cast<PyObject*>(
+        torch::getTHPDtype(static_cast<c10::ScalarType>(scalar_type)));
+    Py_XINCREF(dtype);
+    return dtype;
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
 }
 
 void aoti_cy_free_handles(AtenTensorOpaque** handles, size_t n) {

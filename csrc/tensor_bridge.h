@@ -48,6 +48,10 @@ PyObject* aoti_cy_tensor_from_handle(AtenTensorOpaque* handle);
  * freed once. */
 PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n);
 
+/* The torch.dtype for a c10::ScalarType value (as the C ABI reports constant
+ * dtypes): a new reference, or NULL with ValueError set. */
+PyObject* aoti_cy_dtype_from_scalar_type(int scalar_type);
+
 /* Frees every non-NULL handle and sets it to NULL. Needs no GIL. */
 void aoti_cy_free_handles(AtenTensorOpaque** handles, size_t n);
 

@@ -7,6 +7,7 @@
 # the public .pxd need no torch include path.
 
 from libc.stdint cimport int32_t, uint8_t, uint64_t
+from libcpp cimport bool as cbool  # C++ bool: one byte, as the ABI expects
 
 cdef extern from * nogil:
     """
@@ -43,7 +44,7 @@ ctypedef struct AOTInductorConstantMapEntry:
 
 # --- container lifecycle ---------------------------------------------------
 ctypedef AOTIRuntimeError (*ContainerCreateFn)(
-    AOTInductorModelContainerHandle*, size_t num_models, bint is_cpu,
+    AOTInductorModelContainerHandle*, size_t num_models, cbool is_cpu,
     const char* cubin_dir) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerCreateWithDeviceFn)(
     AOTInductorModelContainerHandle*, size_t num_models,
@@ -71,23 +72,23 @@ ctypedef AOTIRuntimeError (*ContainerGetCallSpecFn)(
 
 # --- constants --------------------------------------------------------------
 ctypedef AOTIRuntimeError (*ContainerGetBoolFn)(
-    AOTInductorModelContainerHandle, size_t idx, bint* ret) noexcept nogil
+    AOTInductorModelContainerHandle, size_t idx, cbool* ret) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerGetInt32Fn)(
     AOTInductorModelContainerHandle, size_t idx, int32_t* ret) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerGetSizeAtFn)(
     AOTInductorModelContainerHandle, size_t idx, size_t* ret) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerExtractMapFn)(
     AOTInductorModelContainerHandle, AOTInductorConstantMapHandle,
-    bint use_inactive) noexcept nogil
+    cbool use_inactive) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerExtractEntriesFn)(
     AOTInductorModelContainerHandle, const AOTInductorConstantMapEntry** entries,
-    size_t* num_entries, bint use_inactive) noexcept nogil
+    size_t* num_entries, cbool use_inactive) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerUpdateMapFn)(
     AOTInductorModelContainerHandle, AOTInductorConstantMapHandle,
-    bint use_inactive, bint validate_full_update) noexcept nogil
+    cbool use_inactive, cbool validate_full_update) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerUpdatePairsFn)(
     AOTInductorModelContainerHandle, const AOTInductorConstantMapEntry* pairs,
-    size_t num_pairs, bint use_inactive, bint validate_full_update) noexcept nogil
+    size_t num_pairs, cbool use_inactive, cbool validate_full_update) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerUpdateInactiveMapFn)(
     AOTInductorModelContainerHandle, AOTInductorConstantMapHandle) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerUpdateInactivePairsFn)(
@@ -96,7 +97,7 @@ ctypedef AOTIRuntimeError (*ContainerUpdateInactivePairsFn)(
 ctypedef AOTIRuntimeError (*ContainerActionFn)(
     AOTInductorModelContainerHandle) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerRunConstantFoldingFn)(
-    AOTInductorModelContainerHandle, bint use_inactive,
+    AOTInductorModelContainerHandle, cbool use_inactive,
     AOTInductorStreamHandle, AOTIProxyExecutorHandle) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerGetBlobSizeFn)(
     AOTInductorModelContainerHandle, uint64_t* ret) noexcept nogil
