@@ -1,0 +1,74 @@
+"""Throughput of one container run from two Python threads, num_models 1 and 2.
+
+Run with OMP_NUM_THREADS=1 (set below before torch loads) so that each run
+uses one core and the speed-up comes from running two models at once.
+Prints one JSON object: seconds for N runs on one thread, and for N runs on
+each of two threads, per num_models, and the speed-up 2*one/two.
+"""
+
+import argparse
+import json
+import os
+import threading
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+import aoti_cy  # noqa: E402
+from aoti_cy.testing import EXAMPLES  # noqa: E402
+
+
+def timed_runs(run, inputs, iters, threads):
+    barrier = threading.Barrier(threads + 1)
+
+    def worker():
+        barrier.wait()
+        for _ in range(iters):
+            run(inputs)
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - start
+
+
+def measure(path, inputs, iters, num_models, repeats):
+    with aoti_cy.load(path, num_models=num_models) as model:
+        model.run(inputs)
+        one = min(timed_runs(model.run, inputs, iters, 1) for _ in range(repeats))
+        two = min(timed_runs(model.run, inputs, iters, 2) for _ in range(repeats))
+    return {"one_thread_s": one, "two_threads_s": two, "speedup": 2 * one / two}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--torch", action="store_true",
+                        help="also measure torch's aoti_load_package loader")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    example = EXAMPLES["heavy"]
+    path = example.package()
+    inputs = example.inputs()
+    result = {f"aoti_cy_num_models_{n}": measure(path, inputs, args.iters, n, args.repeats)
+              for n in (1, 2)}
+    if args.torch:
+        from torch._inductor.package import load_package
+        loader = load_package(path, num_runners=2).loader
+        loader.run(inputs)
+        one = min(timed_runs(loader.run, inputs, args.iters, 1) for _ in range(args.repeats))
+        two = min(timed_runs(loader.run, inputs, args.iters, 2) for _ in range(args.repeats))
+        result["torch_loader_num_runners_2"] = {
+            "one_thread_s": one, "two_threads_s": two, "speedup": 2 * one / two}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Shared fixtures: real packages compiled once per torch version and model
+source (see aoti_cy.testing), shared by every test."""
+
+import glob
+import os
+import tempfile
+
+import pytest
+import torch
+
+from aoti_cy.testing import EXAMPLES
+
+WEIGHTS_OUTSIDE_SO = {
+    "pickle_weights": {"aot_inductor.package_constants_in_so": False,
+                       "aot_inductor.package_constants_on_disk_format": "pickle_weights"},
+    "binary_blob": {"aot_inductor.package_constants_in_so": False,
+                    "aot_inductor.package_constants_on_disk_format": "binary_blob"},
+}
+
+
+@pytest.fixture(scope="session")
+def package():
+    """package(name, **inductor_configs) -> path of a compiled CPU .pt2."""
+    def get(name, **configs):
+        return EXAMPLES[name].package("cpu", **configs)
+    return get
+
+
+@pytest.fixture(scope="session")
+def example():
+    return EXAMPLES.__getitem__
+
+
+def aoti_tempdirs():
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "aoti_cy-*")))
+
+
+def assert_outputs_match(outputs, expected):
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    assert len(outputs) == len(expected)
+    for got, want in zip(outputs, expected):
+        torch.testing.assert_close(got, want)

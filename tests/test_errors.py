@@ -1,0 +1,189 @@
+"""Bad input gives a clear Python exception, never a crash or a leak."""
+
+import io
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+import aoti_cy
+from conftest import aoti_tempdirs
+
+
+@pytest.fixture
+def multi_io(package):
+    with aoti_cy.load(package("multi_io")) as model:
+        yield model
+
+
+def test_wrong_input_count_is_value_error(multi_io, example):
+    inputs = example("multi_io").inputs()
+    with pytest.raises(ValueError, match=r"takes 3 inputs .* got 2"):
+        multi_io.run(inputs[:2])
+    with pytest.raises(ValueError, match=r"got 4"):
+        multi_io.run(inputs + inputs[:1])
+    assert len(multi_io.run(inputs)) == 3   # still healthy
+
+
+@pytest.mark.parametrize("bad", [None, 3, "x", [1.0], torch.randn(2).numpy()])
+def test_non_tensor_input_is_type_error(multi_io, example, bad):
+    inputs = example("multi_io").inputs()
+    inputs[1] = bad
+    with pytest.raises(TypeError, match=r"input 1 \('.*'\) must be a torch.Tensor"):
+        multi_io.run(inputs)
+
+
+def test_inputs_must_be_a_sequence(multi_io, example):
+    with pytest.raises(TypeError, match="list or tuple"):
+        multi_io.run(example("multi_io").inputs()[0])
+    with pytest.raises(TypeError, match="list or tuple"):
+        multi_io.run(42)
+
+
+def test_runtime_failure_is_aoti_error_and_container_survives(multi_io, example):
+    inputs = example("multi_io").inputs()
+    bad = [torch.randn(4, 5), torch.randn(4, 5), torch.randn(4, 7)]  # c does not broadcast
+    try:
+        multi_io.run(bad)
+    except aoti_cy.AOTIError as e:
+        assert e.function == "AOTInductorModelContainerRun"
+        assert e.detail
+    outputs = multi_io.run(inputs)
+    torch.testing.assert_close(outputs[0], inputs[0] + inputs[1])
+
+
+def test_aoti_error_pickles():
+    error = aoti_cy.AOTIError("AOTInductorModelContainerRun", "boom")
+    copy = pickle.loads(pickle.dumps(error))
+    assert isinstance(copy, RuntimeError)
+    assert (copy.function, copy.detail, str(copy)) == (error.function, error.detail, str(error))
+    missing = aoti_cy.MissingSymbolError("AOTInductorX", "/m.so")
+    copy = pickle.loads(pickle.dumps(missing))
+    assert isinstance(copy, NotImplementedError) and copy.symbol == "AOTInductorX"
+
+
+def test_use_after_close(package, example):
+    model = aoti_cy.load(package("add_one"))
+    model.close()
+    model.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        model.run(example("add_one").inputs())
+    with pytest.raises(RuntimeError, match="closed"):
+        model.constants
+    with pytest.raises(RuntimeError, match="closed"):
+        with model:
+            pass
+    assert "closed" in repr(model)
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="no such model artifact"):
+        aoti_cy.load("/nonexistent/model.pt2")
+    with pytest.raises(FileNotFoundError):
+        aoti_cy.ModelContainer("/nonexistent/model.so")
+
+
+def test_not_a_zip(tmp_path):
+    path = tmp_path / "junk.pt2"
+    path.write_bytes(b"this is not a zip file" * 10)
+    with pytest.raises(aoti_cy.PackageError, match="not a zip"):
+        aoti_cy.load(path)
+
+
+def test_not_a_library(tmp_path):
+    path = tmp_path / "fake.so"
+    path.write_bytes(b"\x7fELF garbage" * 10)
+    with pytest.raises(aoti_cy.PackageError, match="cannot load model library"):
+        aoti_cy.load(path)
+
+
+def test_library_without_the_abi():
+    import aoti_cy._library as library_module
+    with pytest.raises(aoti_cy.PackageError, match="does not export AOTInductorModelContainer"):
+        aoti_cy.ModelContainer(library_module.__file__)
+
+
+def rewrite_zip(source, target, extra):
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        for name, data in extra:
+            dst.writestr(name, data)
+
+
+@pytest.mark.parametrize("member", [
+    "../escaped.txt",
+    "pkg/data/aotinductor/model/../../../../escaped.txt",
+    "/tmp/escaped-absolute.txt",
+])
+def test_package_member_outside_is_refused(package, tmp_path, member):
+    crafted = tmp_path / "crafted.pt2"
+    rewrite_zip(package("add_one"), crafted, [(member, b"owned")])
+    before = aoti_tempdirs()
+    with pytest.raises(aoti_cy.PackageError, match="absolute path|outside the package"):
+        aoti_cy.load(crafted)
+    assert aoti_tempdirs() == before
+    assert not (tmp_path.parent / "escaped.txt").exists()
+    assert not os.path.exists("/tmp/escaped-absolute.txt")
+
+
+def test_package_symlink_member_is_refused(package, tmp_path):
+    crafted = tmp_path / "link.pt2"
+    info = zipfile.ZipInfo("pkg/data/aotinductor/model/evil")
+    info.external_attr = (0o120777 << 16)
+    with zipfile.ZipFile(package("add_one")) as src, zipfile.ZipFile(crafted, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item))
+        dst.writestr(info, "/etc/passwd")
+    with pytest.raises(aoti_cy.PackageError, match="symbolic link"):
+        aoti_cy.load(crafted)
+
+
+def test_missing_model_name_lists_the_models(package):
+    with pytest.raises(aoti_cy.PackageError, match=r"no model named 'nope'.*'model'"):
+        aoti_cy.load(package("add_one"), model_name="nope")
+
+
+def test_tempdir_removed_on_close_and_on_failed_load(package):
+    before = aoti_tempdirs()
+    model = aoti_cy.load(package("add_one"))
+    assert len(aoti_tempdirs() - before) == 1
+    model.close()
+    assert aoti_tempdirs() == before
+    with pytest.raises(ValueError, match="num_models"):
+        aoti_cy.load(package("add_one"), num_models=0)
+    assert aoti_tempdirs() == before
+
+
+def test_tempdir_is_private(package):
+    before = aoti_tempdirs()
+    with aoti_cy.load(package("add_one")):
+        (created,) = aoti_tempdirs() - before
+        assert os.stat(created).st_mode & 0o777 == 0o700
+
+
+def test_bad_device_arguments(package):
+    with pytest.raises(ValueError, match="invalid device"):
+        aoti_cy.load(package("add_one"), device="banana")
+    with pytest.raises(ValueError, match="unsupported device"):
+        aoti_cy.load(package("add_one"), device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            aoti_cy.load(package("add_one"), device="cuda")
+
+
+def test_cpu_model_rejects_stream(package, example):
+    with aoti_cy.load(package("add_one")) as model:
+        with pytest.raises(ValueError, match="stream"):
+            model.run(example("add_one").inputs(), stream=1234)
+        with pytest.raises(TypeError, match="stream must be"):
+            model.run(example("add_one").inputs(), stream="s")
+
+
+def test_optional_symbol_missing_names_it(package):
+    with aoti_cy.load(package("add_one")) as model:
+        exported = model.library.exported()
+        assert set(exported) >= {"AOTInductorGetLastError", "AOTInductorModelContainerRunSingleThreaded"}
+        assert all(isinstance(v, bool) for v in exported.values())
