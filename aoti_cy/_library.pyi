@@ -1,0 +1,12 @@
+from os import PathLike
+
+REQUIRED_SYMBOLS: tuple[str, ...]
+OPTIONAL_SYMBOLS: tuple[str, ...]
+
+
+class ModelLibrary:
+    path: str
+    def exported(self) -> dict[str, bool]: ...
+
+
+def open_library(path: str | PathLike[str]) -> ModelLibrary: ...
