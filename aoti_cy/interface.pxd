@@ -53,3 +53,4 @@ cdef class ModelContainer:
 # made holds a reference to the tensor's storage; no data is copied.
 cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL
 cdef object tensor_from_handle(AtenTensorHandle handle)  # steals the handle
+cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil

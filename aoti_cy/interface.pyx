@@ -322,7 +322,8 @@ cdef class ModelContainer:
             void* stream) except -1 nogil:
         """Run on raw handles; callable without the GIL.
 
-        The ``num_inputs`` input handles are consumed, also on failure. On
+        The ``num_inputs`` input handles are consumed, also on failure, and
+        their slots left NULL. On
         success ``outputs[0:num_outputs]`` hold new handles owned by the
         caller (a NULL one stands for no tensor). ``stream`` NULL means the
         current stream of the model's device (ignored on CPU).
@@ -529,6 +530,10 @@ cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL:
 
 cdef object tensor_from_handle(AtenTensorHandle handle):
     return aoti_cy_tensor_from_handle(handle)
+
+
+cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil:
+    aoti_cy_free_handles(handles, count)
 
 
 def load(path, *, device=None, num_models=1, model_name="model"):

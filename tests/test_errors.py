@@ -187,3 +187,19 @@ def test_optional_symbol_missing_names_it(package):
         exported = model.library.exported()
         assert set(exported) >= {"AOTInductorGetLastError", "AOTInductorModelContainerRunSingleThreaded"}
         assert all(isinstance(v, bool) for v in exported.values())
+
+
+def test_tempdir_removed_at_exit_without_close(package):
+    import subprocess
+    import sys
+    script = ("import aoti_cy, sys\n"
+              f"model = aoti_cy.load({str(package('add_one'))!r})\n"
+              "import glob, tempfile, os\n"
+              "print('\\n'.join(glob.glob(os.path.join(tempfile.gettempdir(), 'aoti_cy-*'))))\n")
+    before = aoti_tempdirs()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen_by_child = {line for line in done.stdout.splitlines() if line} - before
+    assert len(seen_by_child) == 1          # the child had its private folder...
+    assert aoti_tempdirs() == before        # ...and it is gone after exit

@@ -124,3 +124,10 @@ def test_many_containers_from_one_library(package, example):
         torch.testing.assert_close(other.run([x])[0], x + 1)
         other.close()
     directory_model.close()
+
+
+def test_run_single_threaded_matches_run(package, example):
+    inputs = example("multi_io").inputs()
+    with aoti_cy.load(package("multi_io")) as model:
+        for a, b in zip(model.run_single_threaded(inputs), model.run(inputs)):
+            torch.testing.assert_close(a, b)

@@ -1,0 +1,4 @@
+# `cimport aoti_cy` gives the public Cython API (see aoti_cy/interface.pxd).
+from aoti_cy.includes.abi cimport AtenTensorHandle
+from aoti_cy.interface cimport (
+    ModelContainer, handle_from_tensor, tensor_from_handle, free_handles)

@@ -1,0 +1,53 @@
+"""A consumer extension built against the installed aoti_cy cimports it and
+runs a model inside `with nogil:`."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import aoti_cy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SETUP = """
+from setuptools import setup
+from Cython.Build import cythonize
+import aoti_cy
+setup(ext_modules=cythonize("consumer.pyx", include_path=[aoti_cy.get_include()],
+                            compiler_directives={"language_level": 3}))
+"""
+
+
+@pytest.fixture(scope="module")
+def consumer(tmp_path_factory):
+    build = tmp_path_factory.mktemp("consumer")
+    shutil.copy(os.path.join(HERE, "cython_consumer", "consumer.pyx"), build)
+    (build / "setup.py").write_text(SETUP)
+    done = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"],
+                          cwd=build, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sys.path.insert(0, str(build))
+    try:
+        import consumer
+        yield consumer
+    finally:
+        sys.path.remove(str(build))
+
+
+def test_consumer_runs_model_without_the_gil(consumer, package):
+    inputs = [torch.full((8,), float(i)) for i in range(50)]
+    with aoti_cy.load(package("add_one")) as model:
+        outputs = consumer.run_nogil(model, inputs, len(inputs))
+    for x, y in zip(inputs, outputs):
+        torch.testing.assert_close(y, x + 1)
+
+
+def test_consumer_gets_an_exception_from_nogil_code(consumer, package):
+    with aoti_cy.load(package("add_one")) as model:
+        pass
+    with pytest.raises(RuntimeError, match="closed"):
+        consumer.run_nogil(model, [torch.zeros(8)], 1)
