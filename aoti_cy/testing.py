@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import os
 import tempfile
+import warnings
 
 import torch
 
@@ -50,7 +51,9 @@ def compile_package(model_cls, args, *, kwargs=None, device="cpu",
         return path
     os.makedirs(cache_dir(), exist_ok=True)
     model = make_model(model_cls, init_args, device)
-    with torch.no_grad():
+    # torch's export/compile path warns about its own internals.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         exported = torch.export.export(model, tuple(args), kwargs)
         # Compile under a temporary name, then move it into place atomically.
         fd, tmp = tempfile.mkstemp(suffix=".pt2", dir=cache_dir())

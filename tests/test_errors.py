@@ -203,3 +203,17 @@ def test_tempdir_removed_at_exit_without_close(package):
     seen_by_child = {line for line in done.stdout.splitlines() if line} - before
     assert len(seen_by_child) == 1          # the child had its private folder...
     assert aoti_tempdirs() == before        # ...and it is gone after exit
+
+
+def test_half_built_container_never_crashes(example):
+    bare = aoti_cy.ModelContainer.__new__(aoti_cy.ModelContainer)
+    assert bare.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        bare.run(example("add_one").inputs())
+    with pytest.raises(RuntimeError, match="closed"):
+        bare.constants
+    bare.close()
+    with pytest.raises(FileNotFoundError):
+        bare.__init__("/nonexistent.so")
+    assert bare.closed
+    del bare
