@@ -145,7 +145,9 @@ cdef class ModelLibrary:
         return f"<aoti_cy.ModelLibrary {self.path!r}>"
 
 
+# path -> ModelLibrary, and each library's file identity, while it is alive.
 _libraries = weakref.WeakValueDictionary()
+_identities = weakref.WeakKeyDictionary()
 _libraries_lock = threading.Lock()
 
 
@@ -156,12 +158,19 @@ def open_library(path):
         st = os.stat(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"model library not found: {path}") from None
-    key = (path, st.st_dev, st.st_ino, st.st_mtime_ns)
+    identity = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     with _libraries_lock:
-        library = _libraries.get(key)
+        library = _libraries.get(path)
         if library is None:
             library = ModelLibrary(path)
-            _libraries[key] = library
+            _libraries[path] = library
+            _identities[library] = identity
+        elif _identities.get(library) != identity:
+            # dlopen matches a loaded library by path: it would hand back the
+            # old code for the new file.
+            raise PackageError(
+                f"{path} changed on disk while the previous version is still "
+                f"loaded; close every container made from it first")
         return library
 
 

@@ -51,7 +51,7 @@ class Artifact:
         if self.weights_blob is not None:
             with open(self.weights_blob, "rb") as f:
                 with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
-                    container.update_constants_from_blob(blob)
+                    container._load_constants_blob(blob)
         if self.weights_config is not None:
             container.update_constant_buffer(self._pickled_weights(),
                                              validate_full_update=True)
@@ -183,7 +183,8 @@ def _open_zip(path, model_name):
         raise PackageError(f"{path} is not a .pt2 package (not a zip file: {e})") from None
     with archive:
         wanted = _select_members(archive, path, model_name)
-        tempdir = tempfile.mkdtemp(prefix="aoti_cy-")   # mode 0700
+        # mode 0700; resolved so the containment check compares like with like
+        tempdir = os.path.realpath(tempfile.mkdtemp(prefix="aoti_cy-"))
         try:
             for info, parts in wanted:
                 _extract_member(archive, info, parts, tempdir)

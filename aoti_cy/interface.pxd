@@ -30,11 +30,15 @@ cdef class ModelContainer:
     cdef object _device            # torch.device
     cdef object _package           # the extracted package the model lives in
     cdef tuple _constants          # ConstantInfo per constant, read on first use
+    cdef bint _blob_loaded         # the runtime accepts a constants blob once
 
     cdef _create(self, size_t num_models, object cubin_dir)
     cdef _read_metadata(self)
     cdef int _check_open(self) except -1
+    cdef int _enter(self) except -1 nogil
+    cdef void _leave(self) noexcept nogil
     cdef _read_constants(self)
+    cdef tuple _read_constants_entered(self, ModelLibrary lib)
     cdef dict _constant_values(self, object mapping)
     cdef int run_handles(
         self, AtenTensorHandle* inputs, size_t num_inputs,

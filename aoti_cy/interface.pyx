@@ -10,6 +10,7 @@ Where the Python API differs from the C ABI:
 - CUDA runs go on the current stream of the *model's* device by default.
 """
 
+cimport cython
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_ITEMS
 from cpython.list cimport PyList_GET_SIZE
@@ -29,6 +30,7 @@ from aoti_cy.includes.run_gate cimport *
 from aoti_cy._library cimport ModelLibrary, current_cuda_stream
 
 from aoti_cy._library import open_library
+from aoti_cy.errors import PackageError
 from aoti_cy import _package
 
 __all__ = ["ConstantInfo", "ModelContainer", "load"]
@@ -91,6 +93,9 @@ def _parse_device(device):
     raise ValueError(f"unsupported device {dev}: aoti_cy runs models on cpu and cuda")
 
 
+# The container must still reach its library in __dealloc__: never let the
+# collector clear `library` (and so dlclose it) before the container is freed.
+@cython.no_gc_clear
 cdef class ModelContainer:
     """An AOTInductor model container created from a model `.so`.
 
@@ -100,7 +105,10 @@ cdef class ModelContainer:
     proceed concurrently. Prefer :func:`aoti_cy.load` for `.pt2` packages.
 
     Thread safety: ``run`` may be called from any number of threads at once;
-    ``close`` waits for runs in flight and makes later calls raise.
+    ``close`` waits for runs and constant updates in flight and makes later
+    calls raise. Updating the *active* constants while other threads run the
+    model is not safe (the runtime frees the old values under them): update
+    the inactive buffer and swap instead.
     """
 
     def __cinit__(self, *args, **kwargs):
@@ -108,7 +116,7 @@ cdef class ModelContainer:
         aoti_cy_gate_set_closed(&self._closed, 1)
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None):
-        if self._handle != NULL:
+        if self.library is not None:
             raise RuntimeError("ModelContainer.__init__ called twice")
         if not isinstance(num_models, int) or num_models < 1:
             raise ValueError(f"num_models must be a positive int, got {num_models!r}")
@@ -135,11 +143,11 @@ cdef class ModelContainer:
                     &handle, num_models, device_ptr, cubin_ptr)
             lib.check(status, "AOTInductorModelContainerCreateWithDevice")
         else:
-            # Models older than CreateWithDevice pick the current CUDA device.
-            if not is_cpu:
-                torch.cuda.set_device(self._device_index)
-            with nogil:
-                status = lib.fn.container_create(&handle, num_models, is_cpu, cubin_ptr)
+            # Models older than CreateWithDevice use the current CUDA device.
+            with torch.cuda.device(self._device_index if not is_cpu else -1):
+                with nogil:
+                    status = lib.fn.container_create(
+                        &handle, num_models, is_cpu, cubin_ptr)
             lib.check(status, "AOTInductorModelContainerCreate")
         self._handle = handle
 
@@ -188,13 +196,15 @@ cdef class ModelContainer:
             aoti_cy_gate_close_and_drain(&self._active_runs, &self._closed)
         handle = self._handle   # taken under the GIL: one closer deletes it
         self._handle = NULL
-        if handle != NULL:
-            with nogil:
-                status = self.library.fn.container_delete(handle)
-            self.library.check(status, "AOTInductorModelContainerDelete")
         package, self._package = self._package, None
-        if package is not None:
-            package.cleanup()
+        try:
+            if handle != NULL:
+                with nogil:
+                    status = self.library.fn.container_delete(handle)
+                self.library.check(status, "AOTInductorModelContainerDelete")
+        finally:
+            if package is not None:
+                package.cleanup()
 
     @property
     def closed(self):
@@ -268,6 +278,7 @@ cdef class ModelContainer:
         """Like :meth:`run`, without the container's locking and model pool:
         for one thread at a time only (e.g. CUDA graph capture). Needs
         AOTInductorModelContainerRunSingleThreaded in the model."""
+        self._check_open()
         self.library.require(<void*>self.library.fn.container_run_single_threaded,
                              "AOTInductorModelContainerRunSingleThreaded")
         return self._run(self.library.fn.container_run_single_threaded,
@@ -286,6 +297,11 @@ cdef class ModelContainer:
 
         if aoti_cy_gate_is_closed(&self._closed):
             _raise_closed()
+        raw_stream = _stream_pointer(stream)
+        if raw_stream != NULL and self._device_type != AOTI_CY_DEVICE_CUDA:
+            raise ValueError("stream is only meaningful for CUDA models")
+        # No Python code may run from here until the handles are made: the
+        # item array of a list is read directly.
         if type(inputs) is not list and type(inputs) is not tuple:
             if isinstance(inputs, torch.Tensor) or not hasattr(inputs, "__len__"):
                 raise TypeError(
@@ -297,9 +313,6 @@ cdef class ModelContainer:
             raise ValueError(
                 f"the model takes {self._num_inputs} inputs {self._input_names}, "
                 f"got {num_inputs}")
-        raw_stream = _stream_pointer(stream)
-        if raw_stream != NULL and self._device_type != AOTI_CY_DEVICE_CUDA:
-            raise ValueError("stream is only meaningful for CUDA models")
         if num_inputs > STACK_HANDLES:
             input_heap.resize(num_inputs)
             input_handles = input_heap.data()
@@ -351,11 +364,10 @@ cdef class ModelContainer:
                         f"{num_outputs}")
             if stream == NULL and self._device_type == AOTI_CY_DEVICE_CUDA:
                 current_cuda_stream(self._device_index, &stream)
-            if not aoti_cy_gate_enter(&self._active_runs, &self._closed):
-                _raise_closed()
+            self._enter()
             status = entry(self._handle, inputs, num_inputs, outputs, num_outputs,
                            <AOTInductorStreamHandle>stream, NULL)
-            aoti_cy_gate_leave(&self._active_runs)
+            self._leave()
             called = True
         finally:
             if status != AOTI_RUNTIME_SUCCESS:
@@ -374,8 +386,23 @@ cdef class ModelContainer:
             _raise_closed()
         return 0
 
+    cdef int _enter(self) except -1 nogil:
+        """Pass the gate before using the handle; close() waits for _leave()."""
+        if not aoti_cy_gate_enter(&self._active_runs, &self._closed):
+            _raise_closed()
+        return 0
+
+    cdef void _leave(self) noexcept nogil:
+        aoti_cy_gate_leave(&self._active_runs)
+
     cdef _read_constants(self):
-        cdef ModelLibrary lib = self.library
+        self._enter()
+        try:
+            self._constants = self._read_constants_entered(self.library)
+        finally:
+            self._leave()
+
+    cdef tuple _read_constants_entered(self, ModelLibrary lib):
         cdef size_t i, count, data_size
         cdef const char* name = NULL
         cdef const char* fqn = NULL
@@ -405,7 +432,7 @@ cdef class ModelContainer:
             infos.append(ConstantInfo(
                 _decode(name), _decode(fqn), aoti_cy_dtype_from_scalar_type(dtype),
                 bool(from_folded), kind_value, size_value))
-        self._constants = tuple(infos)
+        return tuple(infos)
 
     @property
     def constants(self):
@@ -437,10 +464,17 @@ cdef class ModelContainer:
         cdef AOTIRuntimeError status
         cdef size_t i, count
         cdef cbool inactive = use_inactive, full = validate_full_update
+        self._check_open()
+        # The runtime copies each tensor's whole storage into the constant's
+        # slot without a bounds check: without the sizes, refuse rather than
+        # risk writing past it.
+        lib.require(<void*>lib.fn.container_get_constant_data_size,
+                    "AOTInductorModelContainerGetConstantDataSize")
         values = self._constant_values(mapping)
         count = len(values)
         pairs.resize(count)
         names = [name.encode() for name in values]
+        self._enter()
         try:
             for i, tensor in enumerate(values.values()):
                 pairs[i].name = <const char*>(<bytes>names[i])
@@ -451,6 +485,8 @@ cdef class ModelContainer:
                         self._handle, pairs.data(), count, inactive, full)
                 lib.check(status, "AOTInductorModelContainerUpdateConstantBufferPairs")
             else:
+                # Older models take a std::unordered_map; this assumes the
+                # model was built with the same C++ ABI as this extension.
                 for i in range(count):
                     constant_map[string(pairs[i].name)] = pairs[i].handle
                 with nogil:
@@ -459,6 +495,7 @@ cdef class ModelContainer:
                         inactive, full)
                 lib.check(status, "AOTInductorModelContainerUpdateConstantBuffer")
         finally:
+            self._leave()
             # The container copied the data; the handles were only borrowed.
             for i in range(count):
                 aoti_cy_free_handles(&pairs[i].handle, 1)
@@ -497,30 +534,45 @@ cdef class ModelContainer:
 
     @property
     def constants_blob_size(self):
-        """Bytes of the buffer :meth:`update_constants_from_blob` reads."""
+        """Bytes of the constants blob a package's ``.blob`` weights file holds."""
         cdef ModelLibrary lib = self.library
         cdef uint64_t size = 0
         self._check_open()
         lib.require(<void*>lib.fn.container_get_constants_blob_size,
                     "AOTInductorModelContainerGetConstantsBlobSize")
-        lib.check(lib.fn.container_get_constants_blob_size(self._handle, &size),
-                  "AOTInductorModelContainerGetConstantsBlobSize")
+        self._enter()
+        try:
+            lib.check(lib.fn.container_get_constants_blob_size(self._handle, &size),
+                      "AOTInductorModelContainerGetConstantsBlobSize")
+        finally:
+            self._leave()
         return size
 
-    def update_constants_from_blob(self, const unsigned char[::1] buffer):
-        """Copy every constant from one buffer laid out as the model's own
-        constants blob (a package's ``.blob`` weights file), e.g. an mmap."""
+    def _load_constants_blob(self, const unsigned char[::1] buffer):
+        """Load every constant from a package's ``.blob`` weights (e.g. an
+        mmap of it); the loader calls this once. The runtime copies the blob,
+        and would leave constants pointing at freed memory if asked twice."""
         cdef ModelLibrary lib = self.library
+        cdef AOTIRuntimeError status
+        cdef const unsigned char* data = NULL
+        self._check_open()
+        if self._blob_loaded:
+            raise RuntimeError("this container already loaded its constants blob")
         lib.require(<void*>lib.fn.model_update_constants_from_blob,
                     "AOTInductorModelUpdateConstantsFromBlob")
         expected = self.constants_blob_size
         if <uint64_t>buffer.shape[0] < expected:
-            raise ValueError(f"constants blob has {buffer.shape[0]} bytes, the "
-                             f"model needs {expected}")
-        cdef AOTIRuntimeError status
-        cdef const unsigned char* data = &buffer[0] if buffer.shape[0] else NULL
-        with nogil:
-            status = lib.fn.model_update_constants_from_blob(self._handle, data)
+            raise PackageError(f"constants blob has {buffer.shape[0]} bytes, the "
+                               f"model needs {expected}")
+        if buffer.shape[0]:
+            data = &buffer[0]
+        self._enter()
+        try:
+            with nogil:
+                status = lib.fn.model_update_constants_from_blob(self._handle, data)
+        finally:
+            self._leave()
+        self._blob_loaded = True
         lib.check(status, "AOTInductorModelUpdateConstantsFromBlob")
 
 

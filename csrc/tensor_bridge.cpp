@@ -89,7 +89,12 @@ AtenTensorOpaque* aoti_cy_handle_from_tensor(PyObject* tensor) {
                  Py_TYPE(tensor)->tp_name);
     return nullptr;
   }
-  return to_handle(THPVariable_Unpack(tensor));
+  try {
+    return to_handle(THPVariable_Unpack(tensor));
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
 }
 
 PyObject* aoti_cy_tensor_from_handle(AtenTensorOpaque* handle) {
@@ -163,7 +168,13 @@ PyObject* aoti_cy_dtype_from_scalar_type(int scalar_type) {
 
 void aoti_cy_free_handles(AtenTensorOpaque** handles, size_t n) {
   for (size_t i = 0; i < n; ++i) {
-    delete from_handle(handles[i]);
+    AtenTensorOpaque* handle = handles[i];
+    if (handle == nullptr) continue;
+    // A model may write one output handle twice: free it once.
+    for (size_t j = i + 1; j < n; ++j) {
+      if (handles[j] == handle) handles[j] = nullptr;
+    }
+    delete from_handle(handle);
     handles[i] = nullptr;
   }
 }

@@ -52,7 +52,8 @@ PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n);
  * dtypes): a new reference, or NULL with ValueError set. */
 PyObject* aoti_cy_dtype_from_scalar_type(int scalar_type);
 
-/* Frees every non-NULL handle and sets it to NULL. Needs no GIL. */
+/* Frees every non-NULL handle once (a repeated one too) and sets all to NULL.
+ * Needs no GIL. */
 void aoti_cy_free_handles(AtenTensorOpaque** handles, size_t n);
 
 #ifdef __cplusplus

@@ -217,3 +217,34 @@ def test_half_built_container_never_crashes(example):
         bare.__init__("/nonexistent.so")
     assert bare.closed
     del bare
+
+
+def test_container_in_a_reference_cycle_is_collected_safely(package, example):
+    import gc
+
+    class Holder:
+        pass
+
+    before = aoti_tempdirs()
+    holder = Holder()
+    holder.model = aoti_cy.load(package("add_one"))
+    holder.self = holder
+    holder.model.run(example("add_one").inputs())
+    del holder
+    gc.collect()
+    assert aoti_tempdirs() == before
+
+
+def test_library_replaced_on_disk_while_loaded_is_refused(package, tmp_path):
+    import shutil
+    import zipfile
+    with zipfile.ZipFile(package("add_one")) as archive:
+        archive.extractall(tmp_path / "a")
+    (so,) = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "a")
+             for f in fs if f.endswith(".wrapper.so")]
+    with aoti_cy.ModelContainer(so):
+        replacement = so + ".new"
+        shutil.copy(so, replacement)
+        os.replace(replacement, so)
+        with pytest.raises(aoti_cy.PackageError, match="changed on disk"):
+            aoti_cy.ModelContainer(so)
