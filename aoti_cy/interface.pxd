@@ -27,6 +27,9 @@ cdef class ModelContainer:
     cdef tuple _input_names
     cdef tuple _output_names
     cdef tuple _call_spec
+    cdef object _caller            # aoti_cy._call.CallSpec, parsed at creation
+    cdef bint _flat_call           # inputs: a flat tuple of tensors, no kwargs
+    cdef int _out_kind             # OUT_GENERAL / OUT_TUPLE / OUT_LEAF
     cdef object _device            # torch.device
     cdef object _package           # the extracted package the model lives in
     cdef tuple _constants          # ConstantInfo per constant, read on first use

@@ -22,6 +22,7 @@ from libcpp.vector cimport vector
 
 from collections import namedtuple
 
+import numpy
 import torch
 
 from aoti_cy.includes.abi cimport *
@@ -32,6 +33,7 @@ from aoti_cy._library cimport ModelLibrary, current_cuda_stream
 from aoti_cy._library import open_library
 from aoti_cy.errors import PackageError
 from aoti_cy import _package
+from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
 
 __all__ = ["ConstantInfo", "ModelContainer", "load"]
 
@@ -42,6 +44,8 @@ ConstantInfo.__doc__ = """One constant (weight, buffer, folded value) of a model
 ``name`` is the runtime's internal name, ``original_fqn`` the name in the
 exported module's state dict; ``type`` and ``data_size`` (bytes) are None
 where the model does not export them."""
+
+aoti_cy_accept_arrays_of(<PyObject*>numpy.ndarray)
 
 # Runs with at most this many inputs (outputs) keep their handles on the stack.
 DEF STACK_HANDLES = 16
@@ -177,6 +181,9 @@ cdef class ModelContainer:
         lib.check(lib.fn.container_get_call_spec(self._handle, &text, &text2),
                   "AOTInductorModelContainerGetCallSpec")
         self._call_spec = (_decode(text), _decode(text2))
+        self._caller = CallSpec(self._call_spec[0], self._call_spec[1], self._num_inputs)
+        self._flat_call = self._caller.error is None and self._caller.flat_inputs
+        self._out_kind = getattr(self._caller, "out_kind", 0)
 
     def __dealloc__(self):
         # No run can be in flight: every caller holds a reference to self.
@@ -263,10 +270,36 @@ cdef class ModelContainer:
 
     # ---- running ------------------------------------------------------------
 
+    def __call__(self, *args, **kwargs):
+        """Call the model as the exported module was called: the arguments
+        are flattened by the package's input spec and the outputs rebuilt by
+        its output spec (nested tuples, lists, dicts). numpy arrays are taken
+        wherever tensors are, without copying."""
+        cdef list outputs
+        if self._flat_call and not kwargs:
+            # The common case, without pytree: a flat tuple in, flat out.
+            outputs = self._run(self.library.fn.container_run,
+                                "AOTInductorModelContainerRun", args, None)
+            if self._out_kind == OUT_TUPLE:
+                return tuple(outputs)
+            if self._out_kind == OUT_LEAF:
+                return outputs[0]
+            return self._caller.unflatten(outputs)
+        self._check_open()
+        outputs = self._run(self.library.fn.container_run,
+                            "AOTInductorModelContainerRun",
+                            self._caller.flatten(args, kwargs), None)
+        return self._caller.unflatten(outputs)
+
+    def _is_flat_call(self):
+        """Whether ``__call__`` skips pytree (for tests and benchmarks)."""
+        return self._flat_call
+
     def run(self, inputs, stream=None):
         """Run the model on a list (or tuple) of tensors; return a list of tensors.
 
-        Inputs must be on the model's device; their data is not copied. On CUDA
+        Inputs must be on the model's device; their data is not copied
+        (numpy arrays are taken as CPU tensors sharing their memory). On CUDA
         the run is issued on ``stream`` (a ``torch.cuda.Stream`` or a raw
         pointer), by default the current stream of the model's device. The
         GIL is released while the model runs.

@@ -127,6 +127,23 @@ class Heavy(torch.nn.Module):
         return x
 
 
+class Nested(torch.nn.Module):
+    """Nested tuples, a dict and a keyword argument in; a dict of nested
+    tuples and lists out."""
+
+    def forward(self, pair, mapping, *, scale):
+        a, (b, c) = pair
+        return {"sum": a + b,
+                "parts": (b * c, [mapping["x"] - a, mapping["y"] * scale])}
+
+
+def nested_call_args(device="cpu", seed=1):
+    """(args, kwargs) for Nested."""
+    g = torch.Generator().manual_seed(seed)
+    t = [torch.randn(3, 4, generator=g).to(device) for _ in range(6)]
+    return ((t[0], (t[1], t[2])), {"x": t[3], "y": t[4]}), {"scale": t[5]}
+
+
 class Example:
     """A model class with example inputs that fit it."""
 

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/tensor_numpy.h>
 
 #include <exception>
 #include <string>
@@ -43,14 +44,31 @@ bool on_device(const at::Tensor& tensor, AotiCyDevice device) {
   return device.type == AOTI_CY_DEVICE_CPU || d.index() == device.index;
 }
 
+// A numpy array as a CPU tensor sharing its memory; false (no error set) for
+// anything else. The model only reads its inputs, so read-only arrays are fine.
+PyTypeObject* ndarray_type = nullptr;  // numpy.ndarray, set once at import
+
+bool tensor_from_array(PyObject* item, at::Tensor* out) {
+  if (ndarray_type == nullptr || !PyObject_TypeCheck(item, ndarray_type)) {
+    return false;
+  }
+  *out = torch::utils::tensor_from_numpy(item, /*warn_if_not_writeable=*/false);
+  return true;
+}
+
 void set_type_error(Py_ssize_t i, PyObject* item, PyObject* names) {
-  PyErr_Format(PyExc_TypeError, "%s must be a torch.Tensor, got %s",
+  PyErr_Format(PyExc_TypeError, "%s must be a torch.Tensor (or numpy array), got %s",
                input_label(i, names).c_str(), Py_TYPE(item)->tp_name);
 }
 
 }  // namespace
 
 extern "C" {
+
+void aoti_cy_accept_arrays_of(PyObject* type) {
+  Py_XINCREF(type);  // kept for the life of the process
+  ndarray_type = reinterpret_cast<PyTypeObject*>(type);
+}
 
 int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
                                  AtenTensorOpaque** out, AotiCyDevice device,
@@ -59,11 +77,13 @@ int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
   try {
     for (; made < n; ++made) {
       PyObject* item = tensors[made];
-      if (!THPVariable_Check(item)) {
+      at::Tensor from_array;
+      const bool is_tensor = THPVariable_Check(item);
+      if (!is_tensor && !tensor_from_array(item, &from_array)) {
         set_type_error(made, item, names);
         break;
       }
-      const at::Tensor& tensor = THPVariable_Unpack(item);
+      const at::Tensor& tensor = is_tensor ? THPVariable_Unpack(item) : from_array;
       if (!on_device(tensor, device)) {
         PyErr_Format(PyExc_ValueError,
                      "%s is on %s but the model runs on %s",
@@ -84,13 +104,13 @@ int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
 }
 
 AtenTensorOpaque* aoti_cy_handle_from_tensor(PyObject* tensor) {
-  if (!THPVariable_Check(tensor)) {
+  try {
+    at::Tensor from_array;
+    if (THPVariable_Check(tensor)) return to_handle(THPVariable_Unpack(tensor));
+    if (tensor_from_array(tensor, &from_array)) return to_handle(from_array);
     PyErr_Format(PyExc_TypeError, "expected a torch.Tensor, got %s",
                  Py_TYPE(tensor)->tp_name);
     return nullptr;
-  }
-  try {
-    return to_handle(THPVariable_Unpack(tensor));
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
     return nullptr;

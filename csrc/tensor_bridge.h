@@ -28,7 +28,12 @@ typedef struct AotiCyDevice {
   int index;
 } AotiCyDevice;
 
-/* Makes one new handle per tensor in `tensors[0:n]` into `out`. Raises
+/* Accept instances of `type` (numpy.ndarray, given once at import) wherever
+ * tensors are taken, as CPU tensors sharing their memory. */
+void aoti_cy_accept_arrays_of(PyObject* type);
+
+/* Makes one new handle per tensor (or numpy array, viewed without copying)
+ * in `tensors[0:n]` into `out`. Raises
  * TypeError for a non-tensor and ValueError for a tensor on another device
  * than `device`; `names` (a tuple of str or NULL) names the input in the
  * message. On error no handle is left allocated and `out` is all NULL. */
@@ -36,7 +41,7 @@ int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
                                  AtenTensorOpaque** out, AotiCyDevice device,
                                  PyObject* names);
 
-/* One new handle for one tensor, or NULL with TypeError set. */
+/* One new handle for one tensor (or numpy array), or NULL with TypeError set. */
 AtenTensorOpaque* aoti_cy_handle_from_tensor(PyObject* tensor);
 
 /* Steals `handle`; a new reference to a tensor (detached from autograd),

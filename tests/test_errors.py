@@ -27,11 +27,11 @@ def test_wrong_input_count_is_value_error(multi_io, example):
     assert len(multi_io.run(inputs)) == 3   # still healthy
 
 
-@pytest.mark.parametrize("bad", [None, 3, "x", [1.0], torch.randn(2).numpy()])
+@pytest.mark.parametrize("bad", [None, 3, "x", [1.0], torch.randn(2).numpy().tolist()])
 def test_non_tensor_input_is_type_error(multi_io, example, bad):
     inputs = example("multi_io").inputs()
     inputs[1] = bad
-    with pytest.raises(TypeError, match=r"input 1 \('.*'\) must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"input 1 \('.*'\) must be a torch.Tensor \(or numpy array\)"):
         multi_io.run(inputs)
 
 

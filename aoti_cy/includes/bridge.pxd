@@ -13,6 +13,8 @@ cdef extern from "tensor_bridge.h":
         int type
         int index
 
+    void aoti_cy_accept_arrays_of(PyObject* ndarray_type)
+
     # These need the GIL; each raises through the usual Python error protocol.
     int aoti_cy_handles_from_tensors(
         PyObject* const* tensors, Py_ssize_t n, AtenTensorHandle* out,
