@@ -18,7 +18,7 @@ import zipfile
 
 from aoti_cy.errors import PackageError
 
-__all__ = ["Artifact", "open_artifact"]
+__all__ = ["Artifact", "list_models", "open_artifact"]
 
 MODELS_DIR = ("data", "aotinductor")
 _COPY_CHUNK = 1 << 20
@@ -88,6 +88,24 @@ def open_artifact(path, model_name="model"):
     if path.endswith(".so"):
         return Artifact(path, metadata=_read_metadata_beside(path))
     return _open_zip(path, model_name)
+
+
+def list_models(path):
+    """Names of the models in a `.pt2` or extracted package (() for a `.so`)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        models_dir = os.path.join(_package_root(path), *MODELS_DIR)
+        return tuple(sorted(n for n in os.listdir(models_dir)
+                            if os.path.isdir(os.path.join(models_dir, n))))
+    if path.endswith(".so"):
+        return ()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return tuple(sorted({
+                parts[3] for parts in map(_member_parts, archive.infolist())
+                if len(parts) >= 5 and tuple(parts[1:3]) == MODELS_DIR}))
+    except zipfile.BadZipFile as e:
+        raise PackageError(f"{path} is not a .pt2 package (not a zip file: {e})") from None
 
 
 def _read_metadata_beside(library_path):

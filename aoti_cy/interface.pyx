@@ -260,6 +260,12 @@ cdef class ModelContainer:
         return self._device
 
     @property
+    def metadata(self):
+        """The package's metadata for this model (``AOTI_DEVICE_KEY`` and
+        the like, plus any user metadata); {} when there is none."""
+        return dict(self._package.metadata) if self._package is not None else {}
+
+    @property
     def library_path(self):
         """Path of the model `.so` this container was created from."""
         return self.library.path

@@ -48,6 +48,7 @@ def compile_package(model_cls, args, *, kwargs=None, device="cpu",
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     path = os.path.join(cache_dir(), f"{model_cls.__name__}-{digest}.pt2")
     if os.path.exists(path):
+        _save_sample_inputs(path, args, kwargs)
         return path
     os.makedirs(cache_dir(), exist_ok=True)
     model = make_model(model_cls, init_args, device)
@@ -65,7 +66,18 @@ def compile_package(model_cls, args, *, kwargs=None, device="cpu",
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    _save_sample_inputs(path, args, kwargs)
     return path
+
+
+def _save_sample_inputs(path, args, kwargs):
+    """Keep flat tensor inputs beside the package as ``<path>.inputs.pt``
+    (what ``python -m aoti_cy bench`` runs it on)."""
+    target = path + ".inputs.pt"
+    flat = not kwargs and all(isinstance(a, torch.Tensor) for a in args)
+    if flat and not os.path.exists(target):
+        torch.save([a.detach().cpu() for a in args], target + ".tmp")
+        os.replace(target + ".tmp", target)
 
 
 def make_model(model_cls, init_args=(), device="cpu"):
