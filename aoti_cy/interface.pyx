@@ -616,14 +616,18 @@ cdef class ModelContainer:
 
 
 cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL:
+    """A new handle referring to ``tensor``'s storage (a numpy array is
+    viewed as a CPU tensor); raises TypeError for anything else."""
     return aoti_cy_handle_from_tensor(tensor)
 
 
 cdef object tensor_from_handle(AtenTensorHandle handle):
+    """The tensor a handle refers to, stealing the handle (None for NULL)."""
     return aoti_cy_tensor_from_handle(handle)
 
 
 cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil:
+    """Free every non-NULL handle (a repeated one once) and NULL the slots."""
     aoti_cy_free_handles(handles, count)
 
 

@@ -1,6 +1,7 @@
 """Per-call time of aoti_cy against torch's own AOTInductor runner, in one process.
 
-For each model: aoti_cy ``run``, torch's ``aoti_load_package(p).loader.run``,
+For each model: aoti_cy ``run`` and ``container(*args)``, torch's
+``aoti_load_package(p).loader.run``,
 torch's ``AOTICompiledModel.__call__`` and eager PyTorch. Each repeat times
 ``--calls`` calls of every variant in turn (so drift hits all alike); the
 figure is the median over ``--repeats`` repeats, in microseconds per call.
@@ -36,6 +37,7 @@ def bench_model(name, calls, repeats):
     eager = example.eager()
     variants = {
         "aoti_cy run": lambda: model.run(inputs),
+        "aoti_cy container(*args)": lambda: model(*inputs),
         "torch loader.run": lambda: loader.run(inputs),
         "torch AOTICompiledModel()": lambda: compiled(*inputs),
         "eager (no_grad)": lambda: eager(*inputs),
