@@ -23,10 +23,11 @@ if _torch.__version__ != BUILT_FOR_TORCH:
         f"(or `-e .`) in the aoti_cy source tree")
 
 from aoti_cy.errors import AOTIError, MissingSymbolError, PackageError
-from aoti_cy.interface import ModelContainer, load
+from aoti_cy.interface import ConstantInfo, Model, ModelContainer, load
 
 __version__ = "0.1.0"
-__all__ = ["AOTIError", "MissingSymbolError", "ModelContainer", "PackageError",
+__all__ = ["AOTIError", "ConstantInfo", "MissingSymbolError", "Model",
+           "ModelContainer", "PackageError",
            "load", "get_include", "BUILT_FOR_TORCH"]
 
 

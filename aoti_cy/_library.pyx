@@ -117,6 +117,13 @@ cdef class ModelLibrary:
         return {name: table[first + i] != NULL
                 for i, name in enumerate(OPTIONAL_SYMBOLS)}
 
+    def _forget(self, str symbol):
+        """Tests only: act as if this library did not export the optional
+        entry point ``symbol`` (as a model from an older torch would not)."""
+        cdef void** table = <void**>&self.fn
+        index = OPTIONAL_SYMBOLS.index(symbol)
+        table[len(REQUIRED_SYMBOLS) + index] = NULL
+
     cdef int require(self, const void* entry, const char* symbol) except -1:
         """Raise MissingSymbolError when an optional entry point is absent."""
         if entry == NULL:

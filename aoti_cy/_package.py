@@ -51,7 +51,7 @@ class Artifact:
         if self.weights_blob is not None:
             with open(self.weights_blob, "rb") as f:
                 with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
-                    container._load_constants_blob(blob)
+                    container.update_constants_from_blob(blob)
         if self.weights_config is not None:
             container.update_constant_buffer(self._pickled_weights(),
                                              validate_full_update=True)

@@ -11,7 +11,9 @@
 # the call fails), output handles belong to the caller on success.
 
 from aoti_cy.includes.abi cimport (
-    AtenTensorHandle, AOTInductorModelContainerHandle, ContainerRunFn)
+    AtenTensorHandle, AOTInductorModelContainerHandle, AOTInductorModelHandle,
+    ContainerActionFn,
+    ContainerRunFn)
 from aoti_cy._library cimport ModelLibrary
 
 
@@ -34,6 +36,8 @@ cdef class ModelContainer:
     cdef object _package           # the extracted package the model lives in
     cdef tuple _constants          # ConstantInfo per constant, read on first use
     cdef bint _blob_loaded         # the runtime accepts a constants blob once
+    cdef dict _shapes              # internal name -> shape, read on first use
+    cdef object _weights_lock      # serialises load_weights
 
     cdef _create(self, size_t num_models, object cubin_dir)
     cdef _read_metadata(self)
@@ -42,7 +46,13 @@ cdef class ModelContainer:
     cdef void _leave(self) noexcept nogil
     cdef _read_constants(self)
     cdef tuple _read_constants_entered(self, ModelLibrary lib)
-    cdef dict _constant_values(self, object mapping)
+    cdef tuple _constant_values(self, object mapping)
+    cdef list _missing_constants(self, dict values)
+    cdef object _constant_shapes(self)
+    cdef dict _extract(self, bint use_inactive, bint copy)
+    cdef _update_constants(self, dict values, bint use_inactive, bint validate,
+                           bint user_managed)
+    cdef _buffer_action(self, ContainerActionFn entry, const char* function)
     cdef int run_handles(
         self, AtenTensorHandle* inputs, size_t num_inputs,
         AtenTensorHandle* outputs, size_t num_outputs,
@@ -54,6 +64,20 @@ cdef class ModelContainer:
         void* stream) except -1 nogil
     cdef list _run(self, ContainerRunFn entry, const char* function,
                    object inputs, object stream)
+
+
+cdef class Model:
+    cdef AOTInductorModelHandle _handle
+    cdef readonly ModelLibrary library
+    cdef size_t _num_inputs
+    cdef size_t _num_outputs
+    cdef int _active_runs          # touched only through csrc/run_gate.h
+    cdef int _closed
+    cdef tuple _input_names
+    cdef tuple _output_names
+    cdef tuple _constants
+    cdef dict _shapes              # internal name -> shape
+    cdef object _lock              # one run or update at a time
 
 
 # Tensors <-> handles for code that drives run_handles itself. Each handle

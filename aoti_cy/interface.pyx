@@ -22,6 +22,8 @@ from libcpp.vector cimport vector
 
 from collections import namedtuple
 
+import threading
+
 import numpy
 import torch
 
@@ -35,7 +37,7 @@ from aoti_cy.errors import PackageError
 from aoti_cy import _package
 from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
 
-__all__ = ["ConstantInfo", "ModelContainer", "load"]
+__all__ = ["ConstantInfo", "Model", "ModelContainer", "load"]
 
 ConstantInfo = namedtuple(
     "ConstantInfo", "name original_fqn dtype from_folded type data_size")
@@ -118,6 +120,7 @@ cdef class ModelContainer:
     def __cinit__(self, *args, **kwargs):
         self._handle = NULL
         aoti_cy_gate_set_closed(&self._closed, 1)
+        self._weights_lock = threading.Lock()
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None):
         if self.library is not None:
@@ -487,62 +490,109 @@ cdef class ModelContainer:
         return {c.original_fqn: c.name for c in self.constants}
 
     def update_constant_buffer(self, mapping, *, use_inactive=False,
-                               validate_full_update=False):
-        """Copy new values into the model's constants.
+                               validate_full_update=False, user_managed=False):
+        """Set constants from ``mapping`` (original FQN or internal name ->
+        tensor).
 
-        ``mapping`` maps original FQNs or internal names to tensors on the
-        model's device with the constant's dtype and size. With
-        ``use_inactive`` the inactive buffer is filled instead of the one in
-        use; ``validate_full_update`` demands a value for every constant that
-        is not folded. Bad keys, dtypes and sizes are rejected, naming them,
-        before anything changes.
+        Values are copied into the container's buffer, unless
+        ``user_managed``: then the model uses the given tensors' memory as is.
+        CPU tensors for a CUDA model are copied over. ``use_inactive`` fills
+        the inactive buffer (see :meth:`swap_constant_buffer`);
+        ``validate_full_update`` demands every constant that is not folded.
+        Unknown keys, wrong dtypes, shapes, sizes and devices are rejected,
+        naming them, before anything changes. Updating the active buffer while
+        other threads run the model is unsafe; :meth:`load_weights` is the safe
+        way.
         """
-        cdef ModelLibrary lib = self.library
-        cdef vector[AOTInductorConstantMapEntry] pairs
-        cdef unordered_map[string, AtenTensorHandle] constant_map
-        cdef AOTIRuntimeError status
-        cdef size_t i, count
-        cdef cbool inactive = use_inactive, full = validate_full_update
         self._check_open()
         # The runtime copies each tensor's whole storage into the constant's
         # slot without a bounds check: without the sizes, refuse rather than
         # risk writing past it.
-        lib.require(<void*>lib.fn.container_get_constant_data_size,
-                    "AOTInductorModelContainerGetConstantDataSize")
-        values = self._constant_values(mapping)
-        count = len(values)
+        self.library.require(<void*>self.library.fn.container_get_constant_data_size,
+                             "AOTInductorModelContainerGetConstantDataSize")
+        values, unknown = self._constant_values(mapping)
+        if unknown:
+            raise ValueError(f"unknown constants {unknown}; the model's constants "
+                             f"are {sorted(c.original_fqn for c in self.constants)}")
+        if validate_full_update:
+            missing = self._missing_constants(values)
+            if missing:
+                raise ValueError(f"validate_full_update: no value for {missing}")
+        self._update_constants(values, use_inactive, validate_full_update, user_managed)
+
+    def update_inactive_constant_buffer(self, mapping):
+        """Fill the inactive buffer with every constant (as the C ABI's
+        UpdateInactiveConstantBuffer: a full update is required)."""
+        self.update_constant_buffer(mapping, use_inactive=True, validate_full_update=True)
+
+    cdef _update_constants(self, dict values, bint use_inactive, bint validate,
+                           bint user_managed):
+        cdef ModelLibrary lib = self.library
+        cdef vector[AOTInductorConstantMapEntry] pairs
+        cdef unordered_map[string, AtenTensorHandle] constant_map
+        cdef AOTIRuntimeError status
+        cdef size_t i, count = len(values)
+        cdef cbool inactive = use_inactive, full = validate
+        cdef ContainerUpdatePairsFn pairs_entry
+        cdef ContainerUpdateMapFn map_entry
+        from_cpu = (self._device_type != AOTI_CY_DEVICE_CPU
+                    and any(t.device.type == "cpu" for t in values.values()))
+        if user_managed and from_cpu:
+            raise ValueError("user_managed constants must be on the model's device "
+                             f"({self._device}); CPU tensors can only be copied")
+        if user_managed:
+            pairs_entry = lib.fn.container_update_user_managed_constant_buffer_pairs
+            map_entry = lib.fn.container_update_user_managed_constant_buffer
+            names = ("AOTInductorModelContainerUpdateUserManagedConstantBufferPairs",
+                     "AOTInductorModelContainerUpdateUserManagedConstantBuffer")
+        elif from_cpu:
+            pairs_entry = lib.fn.container_update_constant_buffer_from_cpu_pairs
+            map_entry = lib.fn.container_update_constant_buffer_from_cpu
+            names = ("AOTInductorModelContainerUpdateConstantBufferFromCpuPairs",
+                     "AOTInductorModelContainerUpdateConstantBufferFromCpu")
+        else:
+            pairs_entry = lib.fn.container_update_constant_buffer_pairs
+            map_entry = lib.fn.container_update_constant_buffer
+            names = ("AOTInductorModelContainerUpdateConstantBufferPairs",
+                     "AOTInductorModelContainerUpdateConstantBuffer")
+        if pairs_entry == NULL:
+            lib.require(<void*>map_entry, names[1].encode())
         pairs.resize(count)
-        names = [name.encode() for name in values]
+        encoded = [name.encode() for name in values]
         self._enter()
         try:
             for i, tensor in enumerate(values.values()):
-                pairs[i].name = <const char*>(<bytes>names[i])
+                pairs[i].name = <const char*>(<bytes>encoded[i])
                 pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
-            if lib.fn.container_update_constant_buffer_pairs != NULL:
+            if pairs_entry != NULL:
                 with nogil:
-                    status = lib.fn.container_update_constant_buffer_pairs(
-                        self._handle, pairs.data(), count, inactive, full)
-                lib.check(status, "AOTInductorModelContainerUpdateConstantBufferPairs")
+                    status = pairs_entry(self._handle, pairs.data(), count, inactive, full)
+                lib.check(status, names[0].encode())
             else:
                 # Older models take a std::unordered_map; this assumes the
                 # model was built with the same C++ ABI as this extension.
                 for i in range(count):
                     constant_map[string(pairs[i].name)] = pairs[i].handle
                 with nogil:
-                    status = lib.fn.container_update_constant_buffer(
-                        self._handle, <AOTInductorConstantMapHandle>&constant_map,
-                        inactive, full)
-                lib.check(status, "AOTInductorModelContainerUpdateConstantBuffer")
+                    status = map_entry(self._handle,
+                                       <AOTInductorConstantMapHandle>&constant_map,
+                                       inactive, full)
+                lib.check(status, names[1].encode())
         finally:
             self._leave()
-            # The container copied the data; the handles were only borrowed.
+            # Copies and user-managed entries both take their own reference.
             for i in range(count):
                 aoti_cy_free_handles(&pairs[i].handle, 1)
 
-    cdef dict _constant_values(self, object mapping):
-        """Internal name -> compact tensor, after checking keys, dtypes, sizes."""
+    cdef tuple _constant_values(self, object mapping):
+        """({internal name: tensor}, [unknown keys]) after checking dtypes,
+        shapes, sizes and devices; raises naming every bad value."""
+        if not hasattr(mapping, "items"):
+            raise TypeError(f"constants must be given as a mapping, got "
+                            f"{type(mapping).__name__}")
         by_name = {c.name: c for c in self.constants}
         by_fqn = {c.original_fqn: c for c in self.constants}
+        shapes = self._constant_shapes()
         values, unknown, wrong = {}, [], []
         for key, tensor in mapping.items():
             info = by_fqn.get(key) or by_name.get(key)
@@ -552,28 +602,159 @@ cdef class ModelContainer:
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"constant {key!r} must be a torch.Tensor, "
                                 f"got {type(tensor).__name__}")
+            shape = shapes.get(info.name) if shapes is not None else None
             if tensor.dtype != info.dtype:
                 wrong.append(f"{key!r} has dtype {tensor.dtype}, expected {info.dtype}")
+            elif shape is not None and tuple(tensor.shape) != shape:
+                wrong.append(f"{key!r} has shape {tuple(tensor.shape)}, expected {shape}")
             elif info.data_size is not None and tensor.nbytes != info.data_size:
                 wrong.append(f"{key!r} has {tensor.nbytes} bytes "
                              f"(shape {tuple(tensor.shape)}), expected {info.data_size}")
+            elif tensor.device != self._device and tensor.device.type != "cpu":
+                wrong.append(f"{key!r} is on {tensor.device}, the model on {self._device}")
             # The runtime copies the whole storage from the data pointer, so
             # hand it a tensor whose storage is exactly its own elements.
             if (not tensor.is_contiguous() or tensor.storage_offset() != 0
                     or tensor.untyped_storage().nbytes() != tensor.nbytes):
                 tensor = tensor.clone(memory_format=torch.contiguous_format)
             values[info.name] = tensor.detach()
-        if unknown:
-            raise ValueError(
-                f"unknown constants {unknown}; the model's constants are "
-                f"{sorted(by_fqn)}")
         if wrong:
             raise ValueError("constants do not match the model: " + "; ".join(wrong))
-        return values
+        return values, unknown
+
+    cdef list _missing_constants(self, dict values):
+        return [c.original_fqn for c in self.constants
+                if not c.from_folded and c.name not in values]
+
+    cdef object _constant_shapes(self):
+        """Internal name -> shape of every constant that is not folded, read
+        once from the active buffer; None where the model cannot say."""
+        if self._shapes is None:
+            if (self.library.fn.container_extract_constants_map_entries == NULL
+                    and self.library.fn.container_extract_constants_map == NULL):
+                return None
+            fqn_to_name = self.constant_fqns
+            self._shapes = {fqn_to_name[fqn]: tuple(t.shape) for fqn, t in
+                            self._extract(False, copy=False).items()}
+        return self._shapes
+
+    def extract_constants_map(self, *, use_inactive=False):
+        """Original FQN -> a copy of each constant that is not folded, from the
+        active (or inactive) buffer. Copies, because the buffer's memory is
+        reused by later updates."""
+        self._check_open()
+        return self._extract(use_inactive, copy=True)
+
+    cdef dict _extract(self, bint use_inactive, bint copy):
+        cdef ModelLibrary lib = self.library
+        cdef const AOTInductorConstantMapEntry* entries = NULL
+        cdef size_t i, count = 0
+        cdef unordered_map[string, AtenTensorHandle] constant_map
+        cdef cbool inactive = use_inactive
+        cdef AOTIRuntimeError status
+        result = {}
+        self._enter()
+        try:
+            if lib.fn.container_extract_constants_map_entries != NULL:
+                with nogil:
+                    status = lib.fn.container_extract_constants_map_entries(
+                        self._handle, &entries, &count, inactive)
+                lib.check(status, "AOTInductorModelContainerExtractConstantsMapEntries")
+                # The entries are the container's own until its next call.
+                for i in range(count):
+                    result[_decode(entries[i].name)] = aoti_cy_tensor_from_borrowed_handle(
+                        entries[i].handle)
+            else:
+                lib.require(<void*>lib.fn.container_extract_constants_map,
+                            "AOTInductorModelContainerExtractConstantsMap")
+                with nogil:
+                    status = lib.fn.container_extract_constants_map(
+                        self._handle, <AOTInductorConstantMapHandle>&constant_map,
+                        inactive)
+                lib.check(status, "AOTInductorModelContainerExtractConstantsMap")
+                for item in constant_map:
+                    result[item.first.decode("utf-8", "replace")] = \
+                        aoti_cy_tensor_from_borrowed_handle(item.second)
+            if copy:
+                result = {k: t.clone() for k, t in result.items()}
+        finally:
+            self._leave()
+        return result
+
+    def run_constant_folding(self, *, use_inactive=False, stream=None):
+        """Recompute the folded constants from the active (or inactive) buffer."""
+        cdef ModelLibrary lib = self.library
+        cdef AOTIRuntimeError status
+        cdef cbool inactive = use_inactive
+        cdef void* raw_stream = _stream_pointer(stream)
+        self._check_open()
+        self._enter()
+        try:
+            if raw_stream == NULL and self._device_type == AOTI_CY_DEVICE_CUDA:
+                current_cuda_stream(self._device_index, &raw_stream)
+            with nogil:
+                status = lib.fn.container_run_constant_folding(
+                    self._handle, inactive, <AOTInductorStreamHandle>raw_stream, NULL)
+        finally:
+            self._leave()
+        lib.check(status, "AOTInductorModelContainerRunConstantFolding")
+
+    def swap_constant_buffer(self):
+        """Make the inactive buffer the active one. Waits for runs in flight,
+        which finish on the old constants; later runs see the new ones."""
+        self._buffer_action(self.library.fn.container_swap_constant_buffer,
+                            "AOTInductorModelContainerSwapConstantBuffer")
+
+    def free_inactive_constant_buffer(self):
+        """Release the inactive buffer's memory."""
+        self._buffer_action(self.library.fn.container_free_inactive_constant_buffer,
+                            "AOTInductorModelContainerFreeInactiveConstantBuffer")
+
+    cdef _buffer_action(self, ContainerActionFn entry, const char* function):
+        cdef AOTIRuntimeError status
+        self._check_open()
+        self.library.require(<void*>entry, function)
+        self._enter()
+        try:
+            with nogil:
+                status = entry(self._handle)
+        finally:
+            self._leave()
+        self.library.check(status, function)
+
+    def load_weights(self, state_dict, *, strict=True):
+        """Swap in new weights safely while other threads keep running.
+
+        Fills the inactive buffer, re-folds constants if the model folds any,
+        then swaps: runs in flight finish on the old weights, later runs see
+        the new ones, no run sees a mix. ``strict`` demands a value for every
+        constant and no key that names none; otherwise missing constants keep
+        their current values and extra keys are ignored. Bad names, dtypes and
+        shapes are rejected, naming them, before anything changes. Calls are
+        serialised per container.
+        """
+        self._check_open()
+        with self._weights_lock:
+            values, unknown = self._constant_values(state_dict)
+            missing = self._missing_constants(values)
+            if strict and (unknown or missing):
+                raise ValueError(
+                    f"load_weights(strict=True): unknown keys {unknown}, "
+                    f"missing constants {missing}")
+            if missing:
+                fqn_to_name = self.constant_fqns
+                for fqn, tensor in self._extract(False, copy=True).items():
+                    values.setdefault(fqn_to_name[fqn], tensor)
+            self.library.require(<void*>self.library.fn.container_get_constant_data_size,
+                                 "AOTInductorModelContainerGetConstantDataSize")
+            self._update_constants(values, True, True, False)
+            if any(c.from_folded for c in self.constants):
+                self.run_constant_folding(use_inactive=True)
+            self.swap_constant_buffer()
 
     @property
     def constants_blob_size(self):
-        """Bytes of the constants blob a package's ``.blob`` weights file holds."""
+        """Bytes of the constants blob (the layout of a package's ``.blob``)."""
         cdef ModelLibrary lib = self.library
         cdef uint64_t size = 0
         self._check_open()
@@ -587,22 +768,26 @@ cdef class ModelContainer:
             self._leave()
         return size
 
-    def _load_constants_blob(self, const unsigned char[::1] buffer):
-        """Load every constant from a package's ``.blob`` weights (e.g. an
-        mmap of it); the loader calls this once. The runtime copies the blob,
-        and would leave constants pointing at freed memory if asked twice."""
+    def update_constants_from_blob(self, const unsigned char[::1] buffer):
+        """Load every constant from one buffer laid out as the model's
+        constants blob (e.g. an mmap of a package's ``.blob``). Only models
+        built to read external weights (``binary_blob`` packages) use it, and
+        only once per container: :func:`load` already does it for such
+        packages. The runtime copies the data."""
         cdef ModelLibrary lib = self.library
         cdef AOTIRuntimeError status
         cdef const unsigned char* data = NULL
         self._check_open()
         if self._blob_loaded:
-            raise RuntimeError("this container already loaded its constants blob")
+            raise RuntimeError(
+                "this container already loaded a constants blob; the runtime "
+                "would leave constants pointing at freed memory if it loaded another")
         lib.require(<void*>lib.fn.model_update_constants_from_blob,
                     "AOTInductorModelUpdateConstantsFromBlob")
         expected = self.constants_blob_size
         if <uint64_t>buffer.shape[0] < expected:
-            raise PackageError(f"constants blob has {buffer.shape[0]} bytes, the "
-                               f"model needs {expected}")
+            raise ValueError(f"constants blob has {buffer.shape[0]} bytes, the "
+                             f"model needs {expected}")
         if buffer.shape[0]:
             data = &buffer[0]
         self._enter()
@@ -653,3 +838,219 @@ def load(path, *, device=None, num_models=1, model_name="model"):
         artifact.cleanup()
         raise
     return container
+
+
+@cython.no_gc_clear
+cdef class Model:
+    """One AOTInductor model instance (``AOTInductorModel*``), without the
+    container's pool, locking or constant buffers: the C ABI's bare-metal
+    path, for CPU models.
+
+    ``Model(library_path, constants=None)`` uses the model's own embedded
+    constants, or ``constants`` (original FQN or internal name -> CPU
+    tensor, every constant) instead. Runs are serialised: one instance runs
+    one call at a time (use a container for concurrency).
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self._handle = NULL
+        aoti_cy_gate_set_closed(&self._closed, 1)
+        self._lock = threading.Lock()
+
+    def __init__(self, library_path, constants=None):
+        cdef AOTInductorModelHandle handle = NULL
+        cdef AOTIRuntimeError status
+        cdef ModelLibrary lib
+        cdef ModelContainer probe
+        if self.library is not None:
+            raise RuntimeError("Model.__init__ called twice")
+        # The single-instance ABI cannot describe the model: read its inputs,
+        # outputs and constants from a short-lived container of the same .so.
+        probe = ModelContainer(library_path, device="cpu")
+        with probe:
+            self._input_names = probe.input_names
+            self._output_names = probe.output_names
+            self._constants = probe.constants
+            self._shapes = probe._constant_shapes() or {}
+            values = None
+            if constants is not None:
+                values, unknown = probe._constant_values(constants)
+                missing = probe._missing_constants(values)
+                if unknown or missing:
+                    raise ValueError(f"constants: unknown keys {unknown}, missing {missing}")
+        self.library = lib = probe.library
+        self._num_inputs = len(self._input_names)
+        self._num_outputs = len(self._output_names)
+        # Created from the embedded constants, then given the user's: models
+        # created straight from a constant map (CreateV2 with pairs) have no
+        # constants array and fail at their first run (torch 2.13).
+        if lib.fn.model_create_v2 != NULL:
+            with nogil:
+                status = lib.fn.model_create_v2(&handle, NULL, 0)
+            lib.check(status, "AOTInductorModelCreateV2")
+        else:
+            with nogil:
+                status = lib.fn.model_create(&handle, NULL)
+            lib.check(status, "AOTInductorModelCreate")
+        self._handle = handle
+        aoti_cy_gate_set_closed(&self._closed, 0)
+        if values:
+            self.update_constants_map(values)
+
+    def __dealloc__(self):
+        cdef AOTInductorModelHandle handle = self._handle
+        self._handle = NULL
+        if handle != NULL:
+            with nogil:
+                self.library.fn.model_delete(handle)
+
+    def close(self):
+        """Free the model instance; idempotent. Waits for a run in flight."""
+        cdef AOTInductorModelHandle handle
+        cdef AOTIRuntimeError status
+        with nogil:
+            aoti_cy_gate_close_and_drain(&self._active_runs, &self._closed)
+        handle = self._handle
+        self._handle = NULL
+        if handle != NULL:
+            with nogil:
+                status = self.library.fn.model_delete(handle)
+            self.library.check(status, "AOTInductorModelDelete")
+
+    @property
+    def closed(self):
+        """True once :meth:`close` has been called (or creation failed)."""
+        return bool(aoti_cy_gate_is_closed(&self._closed))
+
+    def __enter__(self):
+        if aoti_cy_gate_is_closed(&self._closed):
+            _raise_closed()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    @property
+    def num_outputs(self):
+        """How many tensors :meth:`run` returns (from AOTInductorModelGetNumOutputs)."""
+        cdef size_t count = 0
+        if aoti_cy_gate_is_closed(&self._closed):
+            _raise_closed()
+        self.library.check(self.library.fn.model_get_num_outputs(self._handle, &count),
+                           "AOTInductorModelGetNumOutputs")
+        return count
+
+    @property
+    def input_names(self):
+        """The model's input names, in call order."""
+        return self._input_names
+
+    @property
+    def output_names(self):
+        """The model's output names, in return order."""
+        return self._output_names
+
+    @property
+    def constants(self):
+        """A ConstantInfo per constant (as the container reports them)."""
+        return self._constants
+
+    def __repr__(self):
+        state = "closed" if self.closed else f"{self._num_inputs} inputs, {self._num_outputs} outputs"
+        return f"<aoti_cy.Model ({state})>"
+
+    def run(self, inputs):
+        """Run on a list (or tuple) of CPU tensors; return a list of tensors."""
+        cdef AtenTensorHandle input_stack[STACK_HANDLES]
+        cdef AtenTensorHandle output_stack[STACK_HANDLES]
+        cdef vector[AtenTensorHandle] input_heap, output_heap
+        cdef AtenTensorHandle* input_handles = input_stack
+        cdef AtenTensorHandle* output_handles = output_stack
+        cdef size_t i, num_inputs, num_outputs = self._num_outputs
+        cdef AotiCyDevice device
+        cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
+        cdef bint entered = False
+        if aoti_cy_gate_is_closed(&self._closed):
+            _raise_closed()
+        if type(inputs) is not list and type(inputs) is not tuple:
+            raise TypeError(f"inputs must be a list or tuple of tensors, got "
+                            f"{type(inputs).__name__}")
+        num_inputs = len(inputs)
+        if num_inputs != self._num_inputs:
+            raise ValueError(f"the model takes {self._num_inputs} inputs "
+                             f"{self._input_names}, got {num_inputs}")
+        if num_inputs > STACK_HANDLES:
+            input_heap.resize(num_inputs)
+            input_handles = input_heap.data()
+        if num_outputs > STACK_HANDLES:
+            output_heap.resize(num_outputs)
+            output_handles = output_heap.data()
+        for i in range(num_outputs):
+            output_handles[i] = NULL
+        device.type = AOTI_CY_DEVICE_CPU
+        device.index = -1
+        aoti_cy_handles_from_tensors(PySequence_Fast_ITEMS(inputs), num_inputs,
+                                     input_handles, device, <PyObject*>self._input_names)
+        with self._lock:   # one instance, one run at a time
+            with nogil:
+                entered = aoti_cy_gate_enter(&self._active_runs, &self._closed)
+                if entered:
+                    status = self.library.fn.model_run(
+                        self._handle, input_handles, output_handles)
+                    aoti_cy_gate_leave(&self._active_runs)
+        if status != AOTI_RUNTIME_SUCCESS:
+            aoti_cy_free_handles(input_handles, num_inputs)
+            aoti_cy_free_handles(output_handles, num_outputs)
+            if not entered:
+                _raise_closed()
+            self.library.check(status, "AOTInductorModelRun")
+        return aoti_cy_list_from_handles(output_handles, num_outputs)
+
+    def update_constants_map(self, mapping):
+        """Replace the model's constants (original FQN or internal name ->
+        CPU tensor, every constant). Not concurrent with :meth:`run`."""
+        cdef ModelLibrary lib = self.library
+        cdef vector[AOTInductorConstantMapEntry] pairs
+        cdef unordered_map[string, AtenTensorHandle] constant_map
+        cdef AOTIRuntimeError status
+        cdef size_t i, count
+        if aoti_cy_gate_is_closed(&self._closed):
+            _raise_closed()
+        by_name = {c.name: c for c in self._constants}
+        by_fqn = {c.original_fqn: c for c in self._constants}
+        values, unknown, wrong = {}, [], []
+        for key, tensor in mapping.items():
+            info = by_fqn.get(key) or by_name.get(key)
+            if info is None:
+                unknown.append(key)
+            elif not isinstance(tensor, torch.Tensor) or tensor.dtype != info.dtype or (
+                    info.data_size is not None and tensor.nbytes != info.data_size) or (
+                    tuple(tensor.shape) != self._shapes.get(info.name, tuple(tensor.shape))):
+                wrong.append(key)
+            else:
+                values[info.name] = tensor.detach().contiguous()
+        missing = [c.original_fqn for c in self._constants
+                   if not c.from_folded and c.name not in values]
+        if unknown or wrong or missing:
+            raise ValueError(f"update_constants_map: unknown keys {unknown}, wrong "
+                             f"dtype or shape {wrong}, missing {missing}")
+        count = len(values)
+        pairs.resize(count)
+        encoded = [name.encode() for name in values]
+        for i, tensor in enumerate(values.values()):
+            pairs[i].name = <const char*>(<bytes>encoded[i])
+            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
+        # The model takes ownership of the handles.
+        with self._lock:
+            if lib.fn.model_update_constants_map_v2 != NULL:
+                with nogil:
+                    status = lib.fn.model_update_constants_map_v2(
+                        self._handle, pairs.data(), <int32_t>count)
+                lib.check(status, "AOTInductorModelUpdateConstantsMapV2")
+            else:
+                for i in range(count):
+                    constant_map[string(pairs[i].name)] = pairs[i].handle
+                with nogil:
+                    status = lib.fn.model_update_constants_map(
+                        self._handle, <AOTInductorConstantMapHandle>&constant_map)
+                lib.check(status, "AOTInductorModelUpdateConstantsMap")

@@ -139,6 +139,19 @@ class Heavy(torch.nn.Module):
         return x
 
 
+class Folding(torch.nn.Module):
+    """Weights transformed before use: with runtime constant folding the
+    transformed weights become folded constants."""
+
+    def __init__(self, width=32):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(width, width))
+        self.bias = torch.nn.Parameter(torch.randn(width))
+
+    def forward(self, x):
+        return x @ (torch.relu(self.weight) * 2).t() + self.bias.exp()
+
+
 class Nested(torch.nn.Module):
     """Nested tuples, a dict and a keyword argument in; a dict of nested
     tuples and lists out."""
@@ -184,5 +197,6 @@ EXAMPLES = {
                                             torch.randn(4, 5, generator=g)]),
     "mlp": Example(MLP, lambda g: [torch.randn(16, 64, generator=g)]),
     "same_twice": Example(SameTwice, lambda g: [torch.randn(3, 3, generator=g)]),
+    "folding": Example(Folding, lambda g: [torch.randn(8, 32, generator=g)]),
     "heavy": Example(Heavy, lambda g: [torch.randn(512, 512, generator=g)]),
 }

@@ -134,6 +134,16 @@ PyObject* aoti_cy_tensor_from_handle(AtenTensorOpaque* handle) {
   }
 }
 
+PyObject* aoti_cy_tensor_from_borrowed_handle(AtenTensorOpaque* handle) {
+  if (handle == nullptr) Py_RETURN_NONE;
+  try {
+    return THPVariable_Wrap(*from_handle(handle));
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+
 PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n) {
   PyObject* list = PyList_New(static_cast<Py_ssize_t>(n));
   size_t i = 0;

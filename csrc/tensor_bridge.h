@@ -48,6 +48,10 @@ AtenTensorOpaque* aoti_cy_handle_from_tensor(PyObject* tensor);
  * Py_None for a NULL handle, or NULL with an exception set. */
 PyObject* aoti_cy_tensor_from_handle(AtenTensorOpaque* handle);
 
+/* A new reference to a tensor sharing the storage of a handle the caller
+ * keeps (nothing is stolen), or NULL with an exception set. */
+PyObject* aoti_cy_tensor_from_borrowed_handle(AtenTensorOpaque* handle);
+
 /* Steals all `n` handles and returns a new list of tensors (None for a NULL
  * handle). A handle that appears twice becomes the same tensor object and is
  * freed once. */

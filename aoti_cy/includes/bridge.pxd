@@ -21,6 +21,7 @@ cdef extern from "tensor_bridge.h":
         AotiCyDevice device, PyObject* names) except -1
     AtenTensorHandle aoti_cy_handle_from_tensor(object tensor) except NULL
     object aoti_cy_tensor_from_handle(AtenTensorHandle handle)
+    object aoti_cy_tensor_from_borrowed_handle(AtenTensorHandle handle)
     object aoti_cy_list_from_handles(AtenTensorHandle* handles, size_t n)
     object aoti_cy_dtype_from_scalar_type(int scalar_type)
 
