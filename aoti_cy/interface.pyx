@@ -300,6 +300,20 @@ cdef class ModelContainer:
                             self._caller.flatten(args, kwargs), None)
         return self._caller.unflatten(outputs)
 
+    def call_on_stream(self, stream, *args, **kwargs):
+        """``model(*args, **kwargs)`` issued on ``stream`` (a
+        ``torch.cuda.Stream`` or a raw pointer) instead of the current one."""
+        self._check_open()
+        outputs = self._run(self.library.fn.container_run,
+                            "AOTInductorModelContainerRun",
+                            args if self._flat_call and not kwargs
+                            else self._caller.flatten(args, kwargs), stream)
+        if self._flat_call and not kwargs and self._out_kind == OUT_LEAF:
+            return outputs[0]
+        if self._flat_call and not kwargs and self._out_kind == OUT_TUPLE:
+            return tuple(outputs)
+        return self._caller.unflatten(outputs)
+
     def _is_flat_call(self):
         """Whether ``__call__`` skips pytree (for tests and benchmarks)."""
         return self._flat_call
@@ -540,6 +554,11 @@ cdef class ModelContainer:
         if user_managed and from_cpu:
             raise ValueError("user_managed constants must be on the model's device "
                              f"({self._device}); CPU tensors can only be copied")
+        if (from_cpu and lib.fn.container_update_constant_buffer_from_cpu_pairs == NULL
+                and lib.fn.container_update_constant_buffer_from_cpu == NULL):
+            # Models from before the FromCpu entry points: copy them over here.
+            values = {k: t.to(self._device) for k, t in values.items()}
+            from_cpu = False
         if user_managed:
             pairs_entry = lib.fn.container_update_user_managed_constant_buffer_pairs
             map_entry = lib.fn.container_update_user_managed_constant_buffer

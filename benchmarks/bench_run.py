@@ -20,21 +20,24 @@ import aoti_cy
 from aoti_cy.testing import EXAMPLES
 
 
-def per_call_us(fn, calls):
+def per_call_us(fn, calls, sync):
+    """Mean time per call over ``calls`` calls; on CUDA the loop ends with a
+    synchronize, so this is the time per completed call."""
     start = time.perf_counter()
     for _ in range(calls):
         fn()
+    sync()
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def bench_model(name, calls, repeats):
+def bench_model(name, calls, repeats, device):
     example = EXAMPLES[name]
-    path = example.package()
-    inputs = example.inputs()
+    path = example.package(device)
+    inputs = example.inputs(device)
     model = aoti_cy.load(path)
     compiled = torch._inductor.aoti_load_package(path)
     loader = compiled.loader
-    eager = example.eager()
+    eager = example.eager(device)
     variants = {
         "aoti_cy run": lambda: model.run(inputs),
         "aoti_cy container(*args)": lambda: model(*inputs),
@@ -42,13 +45,18 @@ def bench_model(name, calls, repeats):
         "torch AOTICompiledModel()": lambda: compiled(*inputs),
         "eager (no_grad)": lambda: eager(*inputs),
     }
+    sync = (lambda: None) if device == "cpu" else torch.cuda.synchronize
+    if device != "cpu":
+        from aoti_cy.cuda_graph import capture
+        graph = capture(model, inputs)
+        variants["aoti_cy CUDA graph replay"] = graph.replay
     samples = {k: [] for k in variants}
     with torch.no_grad():
         for fn in variants.values():
-            per_call_us(fn, max(calls // 10, 10))   # warm up
+            per_call_us(fn, max(calls // 10, 10), sync)   # warm up
         for _ in range(repeats):
             for key, fn in variants.items():
-                samples[key].append(per_call_us(fn, calls))
+                samples[key].append(per_call_us(fn, calls, sync))
     model.close()
     return {key: statistics.median(v) for key, v in samples.items()}
 
@@ -58,14 +66,17 @@ def main():
     parser.add_argument("--models", default="add_one,multi_io,mlp")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
 
-    results = {name: bench_model(name, args.calls, args.repeats)
+    results = {name: bench_model(name, args.calls, args.repeats, args.device)
                for name in args.models.split(",")}
     columns = list(next(iter(results.values())))
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads; median us/call over {args.repeats} x "
+    where = (torch.cuda.get_device_name() if args.device != "cpu"
+             else platform.processor() or platform.machine())
+    print(f"torch {torch.__version__}, {args.device} ({where}), "
+          f"{torch.get_num_threads()} CPU threads; median us/call over {args.repeats} x "
           f"{args.calls} calls")
     print("| model | " + " | ".join(columns) + " | loader.run / aoti_cy |")
     print("|---" * (len(columns) + 2) + "|")
@@ -75,7 +86,8 @@ def main():
               + f" | {ratio:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "calls": args.calls,
+            json.dump({"torch": torch.__version__, "device": args.device,
+                       "where": where, "calls": args.calls,
                        "repeats": args.repeats, "us_per_call": results}, f, indent=2)
 
 

@@ -28,7 +28,10 @@ def test_inspect_json_matches_the_container(package):
     assert len(report["inputs"]) == 1 and len(report["outputs"]) == 1
     assert sorted(c["fqn"] for c in report["constants"]) == sorted(reference.get_constant_fqns())
     assert {c["fqn"]: c["bytes"] for c in report["constants"]}["fc1.weight"] == 64 * 64 * 4
-    assert report["exports"]["AOTInductorGetLastError"] is True
+    from aoti_cy._library import OPTIONAL_SYMBOLS
+    assert list(report["exports"]) == list(OPTIONAL_SYMBOLS)
+    assert all(isinstance(v, bool) for v in report["exports"].values())
+    assert report["exports"]["AOTInductorModelContainerRunSingleThreaded"] is True
     assert "TreeSpec" in report["in_spec"]
 
 

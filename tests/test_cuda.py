@@ -1,10 +1,14 @@
-"""CUDA: parity, streams and device checks on a real GPU (skipped without one)."""
+"""CUDA on a real GPU (skipped without one): parity, streams, threads, CUDA
+graphs, constant updates from CPU tensors, device checks."""
+
+import threading
 
 import pytest
 import torch
 
 import aoti_cy
-from aoti_cy.testing import EXAMPLES
+from aoti_cy.cuda_graph import capture
+from aoti_cy.testing import EXAMPLES, MLP, make_model
 from conftest import assert_outputs_match
 
 pytestmark = pytest.mark.cuda
@@ -25,25 +29,120 @@ def test_cuda_outputs_match_eager(cuda_package, name):
         assert model.device == torch.device("cuda", 0)
         outputs = model.run(inputs)
         assert all(t.is_cuda for t in outputs)
+        called = model(*inputs)
     with torch.no_grad():
-        assert_outputs_match(outputs, example.eager("cuda")(*inputs))
+        expected = example.eager("cuda")(*inputs)
+    assert_outputs_match(outputs, expected)
+    assert_outputs_match(called if isinstance(called, tuple) else (called,), expected)
 
 
-def test_cpu_tensor_for_cuda_model_is_refused(cuda_package):
+@pytest.mark.parametrize("device", ["cuda:0", torch.device("cuda", 0), "cuda"])
+def test_device_spellings(cuda_package, device):
+    with aoti_cy.load(cuda_package("add_one"), device=device) as model:
+        assert model.device == torch.device("cuda", 0)
+
+
+def test_device_mismatch_is_refused_before_the_call(cuda_package, package):
     with aoti_cy.load(cuda_package("add_one")) as model:
         with pytest.raises(ValueError, match=r"input 0 .* is on cpu but the model runs on cuda:0"):
             model.run([torch.randn(8)])
+        with pytest.raises(ValueError, match="is on cpu"):
+            model.run([torch.randn(8).numpy()])
+    with aoti_cy.load(package("add_one")) as model:
+        with pytest.raises(ValueError, match=r"is on cuda:0 but the model runs on cpu"):
+            model.run([torch.randn(8, device="cuda")])
 
 
-def test_run_on_a_side_stream_is_ordered(cuda_package):
+def delayed_input(stream, x):
+    """On ``stream``: a long spin, then x * 3 into a fresh tensor. A run that
+    is not ordered after this work on ``stream`` reads zeros."""
+    with torch.cuda.stream(stream):
+        y = torch.zeros_like(x)
+        torch.cuda._sleep(200_000_000)
+        y.copy_(x * 3)
+    return y
+
+
+def test_run_on_the_current_side_stream_is_ordered(cuda_package):
     (x,) = EXAMPLES["add_one"].inputs("cuda")
     stream = torch.cuda.Stream()
     with aoti_cy.load(cuda_package("add_one")) as model:
+        y = delayed_input(stream, x)
         with torch.cuda.stream(stream):
-            # Work queued on the side stream before the run must be seen by it.
-            y = x * 3
-            (out,) = model.run([y])                 # current stream = side stream
-            (out2,) = model.run([y], stream=stream)  # explicit stream
+            (out,) = model.run([y])          # the current stream: the side stream
         stream.synchronize()
     torch.testing.assert_close(out, x * 3 + 1)
-    torch.testing.assert_close(out2, x * 3 + 1)
+
+
+@pytest.mark.parametrize("as_int", [False, True])
+def test_run_on_an_explicit_stream_is_ordered(cuda_package, as_int):
+    (x,) = EXAMPLES["add_one"].inputs("cuda")
+    stream = torch.cuda.Stream()
+    with aoti_cy.load(cuda_package("add_one")) as model:
+        y = delayed_input(stream, x)
+        handle = stream.cuda_stream if as_int else stream
+        (out,) = model.run([y], stream=handle)   # current stream stays the default
+        called = model.call_on_stream(handle, y)
+        stream.synchronize()
+    torch.testing.assert_close(out, x * 3 + 1)
+    torch.testing.assert_close(called, x * 3 + 1)
+
+
+def test_two_threads_on_two_models(cuda_package):
+    example = EXAMPLES["mlp"]
+    with aoti_cy.load(cuda_package("mlp"), num_models=2) as model:
+        inputs = [example.inputs("cuda", seed=s) for s in range(2)]
+        with torch.no_grad():
+            eager = example.eager("cuda")
+            expected = [eager(*i) for i in inputs]
+        errors = []
+
+        def worker(k):
+            try:
+                for _ in range(200):
+                    (out,) = model.run(inputs[k])
+                    torch.cuda.current_stream().synchronize()
+                    torch.testing.assert_close(out, expected[k])
+            except Exception as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert not errors, errors
+
+
+def test_cuda_graph_replay_matches_a_normal_run(cuda_package):
+    example = EXAMPLES["mlp"]
+    with aoti_cy.load(cuda_package("mlp")) as model:
+        captured = capture(model, example.inputs("cuda", seed=1))
+        for seed in (2, 3):
+            x = example.inputs("cuda", seed=seed)
+            (replayed,) = captured.replay(*x)
+            replayed = replayed.clone()
+            (normal,) = model.run(x)
+            torch.testing.assert_close(replayed, normal)
+        with pytest.raises(ValueError, match="shape"):
+            captured.replay(torch.zeros(3, 64, device="cuda"))
+
+
+def test_constant_updates_from_cpu_tensors(cuda_package):
+    example = EXAMPLES["mlp"]
+    inputs = example.inputs("cuda")
+    with aoti_cy.load(cuda_package("mlp")) as model:
+        g = torch.Generator().manual_seed(4)
+        weights = {k: torch.randn(v.shape, generator=g)
+                   for k, v in model.extract_constants_map().items()}
+        eager = make_model(MLP)
+        eager.load_state_dict(weights, strict=False)
+        with torch.no_grad():
+            expected = eager.cuda()(*inputs)
+        model.update_constant_buffer(weights)               # CPU -> the GPU buffer
+        torch.testing.assert_close(model.run(inputs)[0], expected)
+        model.load_weights({k: v.cuda() * 0 for k, v in weights.items()})
+        model.load_weights(weights)                         # CPU, via the inactive buffer
+        torch.testing.assert_close(model.run(inputs)[0], expected)
+        with pytest.raises(ValueError, match="user_managed constants must be on"):
+            model.update_constant_buffer(weights, user_managed=True)
