@@ -47,7 +47,8 @@ write_build_info()
 
 extensions = [
     # dlopen/dlsym and the function table: no torch headers needed.
-    Extension("aoti_cy._library", ["aoti_cy/_library.pyx"], language="c++"),
+    Extension("aoti_cy._library", ["aoti_cy/_library.pyx"], language="c++",
+              include_dirs=[CSRC]),
     # Containers and the tensor bridge: compiled against torch.
     CppExtension("aoti_cy.interface",
                  ["aoti_cy/interface.pyx", "csrc/tensor_bridge.cpp"],

@@ -17,6 +17,9 @@ from aoti_cy.errors import AOTIError, MissingSymbolError, PackageError
 cdef extern from "<dlfcn.h>" nogil:
     enum: RTLD_NOLOAD
 
+cdef extern from "release_pages.h" nogil:
+    size_t aoti_cy_release_file_pages(const char* path)
+
 
 # Symbol names in the order of the AOTIFunctions fields that hold them.
 REQUIRED_SYMBOLS = (
@@ -147,6 +150,18 @@ cdef class ModelLibrary:
                 detail = ("the runtime printed its reason to stderr (this model "
                           "does not export AOTInductorGetLastError)")
             raise AOTIError(function.decode(), detail)
+
+    def release_file_pages(self):
+        """Drop this library's read-only file pages from memory.
+
+        A CPU model copies its embedded weights out of the `.so` into its own
+        buffer when a container is created; the pages it read them from would
+        otherwise stay resident, a second copy of the weights. Dropping
+        read-only, unmodified file pages loses nothing: a later read faults
+        them back in from the file. Returns the bytes advised.
+        """
+        cdef bytes path = os.fsencode(self.path)
+        return aoti_cy_release_file_pages(path)
 
     def __repr__(self):
         return f"<aoti_cy.ModelLibrary {self.path!r}>"

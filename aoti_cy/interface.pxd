@@ -84,4 +84,5 @@ cdef class Model:
 # made holds a reference to the tensor's storage; no data is copied.
 cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL
 cdef object tensor_from_handle(AtenTensorHandle handle)  # steals the handle
+cdef AtenTensorHandle new_handle_ref(AtenTensorHandle handle) noexcept nogil
 cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil

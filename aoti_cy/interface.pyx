@@ -130,6 +130,9 @@ cdef class ModelContainer:
         self._device, self._device_type, self._device_index = _parse_device(device)
         self.library = open_library(library_path)
         self._create(num_models, cubin_dir)
+        # The container copied the weights embedded in the .so: let the
+        # kernel drop the pages they were read from.
+        self.library.release_file_pages()
         self._read_metadata()
         aoti_cy_gate_set_closed(&self._closed, 0)
 
@@ -828,6 +831,12 @@ cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL:
 cdef object tensor_from_handle(AtenTensorHandle handle):
     """The tensor a handle refers to, stealing the handle (None for NULL)."""
     return aoti_cy_tensor_from_handle(handle)
+
+
+cdef AtenTensorHandle new_handle_ref(AtenTensorHandle handle) noexcept nogil:
+    """A new handle to the same tensor (no data copied; NULL when out of
+    memory): how nogil code makes a fresh input handle for every run."""
+    return aoti_cy_new_handle_ref(handle)
 
 
 cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil:

@@ -117,6 +117,13 @@ class MLP(torch.nn.Module):
         return torch.relu(self.fc2(torch.relu(self.fc1(x)))) + self.shift
 
 
+class FourThree(torch.nn.Module):
+    """Four inputs, three outputs, trivial work: the cost of more tensors."""
+
+    def forward(self, a, b, c, d):
+        return a + b, c * d, a - d
+
+
 class SameTwice(torch.nn.Module):
     """Returns one tensor twice."""
 
@@ -197,6 +204,9 @@ EXAMPLES = {
                                             torch.randn(4, 5, generator=g)]),
     "mlp": Example(MLP, lambda g: [torch.randn(16, 64, generator=g)]),
     "same_twice": Example(SameTwice, lambda g: [torch.randn(3, 3, generator=g)]),
+    "four_three": Example(FourThree, lambda g: [torch.randn(8, generator=g) for _ in range(4)]),
+    "matmul": Example(Heavy, lambda g: [torch.randn(128, 256, generator=g)],
+                      init_args=(256, 4)),
     "folding": Example(Folding, lambda g: [torch.randn(8, 32, generator=g)]),
     "heavy": Example(Heavy, lambda g: [torch.randn(512, 512, generator=g)]),
 }

@@ -1,4 +1,5 @@
-"""Throughput of one container run from two Python threads, num_models 1 and 2.
+"""Throughput of one container run from two Python threads, num_models 1 and 2
+(by default on the ~1 ms matmul model).
 
 Run with OMP_NUM_THREADS=1 (set below before torch loads) so that each run
 uses one core and the speed-up comes from running two models at once.
@@ -48,13 +49,14 @@ def measure(path, inputs, iters, num_models, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--model", default="matmul")
+    parser.add_argument("--iters", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch", action="store_true",
                         help="also measure torch's aoti_load_package loader")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    example = EXAMPLES["heavy"]
+    example = EXAMPLES[args.model]
     path = example.package()
     inputs = example.inputs()
     result = {f"aoti_cy_num_models_{n}": measure(path, inputs, args.iters, n, args.repeats)

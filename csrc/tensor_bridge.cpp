@@ -196,6 +196,14 @@ PyObject* aoti_cy_dtype_from_scalar_type(int scalar_type) {
   }
 }
 
+AtenTensorOpaque* aoti_cy_new_handle_ref(AtenTensorOpaque* handle) {
+  try {
+    return to_handle(*from_handle(handle));
+  } catch (...) {
+    return nullptr;
+  }
+}
+
 void aoti_cy_free_handles(AtenTensorOpaque** handles, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     AtenTensorOpaque* handle = handles[i];

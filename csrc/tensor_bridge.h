@@ -61,6 +61,10 @@ PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n);
  * dtypes): a new reference, or NULL with ValueError set. */
 PyObject* aoti_cy_dtype_from_scalar_type(int scalar_type);
 
+/* A new handle to the same tensor as `handle` (one more reference, no data
+ * copied), or NULL if out of memory. Needs no GIL. */
+AtenTensorOpaque* aoti_cy_new_handle_ref(AtenTensorOpaque* handle);
+
 /* Frees every non-NULL handle once (a repeated one too) and sets all to NULL.
  * Needs no GIL. */
 void aoti_cy_free_handles(AtenTensorOpaque** handles, size_t n);

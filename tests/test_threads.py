@@ -42,7 +42,8 @@ def test_two_threads_with_two_models_run_about_twice_as_fast(package):
     package("heavy")  # compiled into the shared cache before the subprocess
     script = os.path.join(ROOT, "benchmarks", "bench_threads.py")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, script, "--iters", "8", "--repeats", "2"],
+    done = subprocess.run([sys.executable, script, "--model", "heavy", "--iters", "8",
+                           "--repeats", "2"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])

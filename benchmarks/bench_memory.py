@@ -1,0 +1,89 @@
+"""Memory and loading: RSS growth over many calls, host memory a loaded
+package keeps, and load time, against torch's loader where it applies.
+
+Prints one JSON object. RSS is read from /proc/self/statm.
+"""
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import time
+
+import torch
+
+import aoti_cy
+from aoti_cy.testing import EXAMPLES, MLP, compile_package
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def rss_growth_over_calls(calls):
+    example = EXAMPLES["add_one"]
+    inputs = example.inputs()
+    with aoti_cy.load(example.package()) as model:
+        for _ in range(100_000):   # warm up allocator caches
+            model.run(inputs)
+        gc.collect()
+        before = rss_bytes()
+        start = time.perf_counter()
+        for _ in range(calls):
+            model.run(inputs)
+        seconds = time.perf_counter() - start
+        gc.collect()
+        return {"calls": calls, "rss_growth_bytes": rss_bytes() - before,
+                "seconds": seconds}
+
+
+def load_footprint(width):
+    """RSS a loaded package adds, beside the bytes of its weights."""
+    path = compile_package(MLP, [torch.randn(4, width)], init_args=(width,))
+    gc.collect()
+    before = rss_bytes()
+    model = aoti_cy.load(path)
+    (x,) = [torch.randn(4, width)]
+    model.run([x])
+    loaded = rss_bytes() - before
+    weights = sum(c.data_size for c in model.constants)
+    model.close()
+    return {"weights_bytes": weights, "rss_added_bytes": loaded,
+            "ratio": loaded / weights}
+
+
+def load_times(loads):
+    path = EXAMPLES["mlp"].package()
+    times = []
+    for _ in range(loads):
+        start = time.perf_counter()
+        model = aoti_cy.load(path)
+        times.append(time.perf_counter() - start)
+        model.close()
+    start = time.perf_counter()
+    torch._inductor.aoti_load_package(path)
+    torch_first = time.perf_counter() - start
+    return {"aoti_cy_median_ms": statistics.median(times) * 1e3,
+            "torch_first_load_ms": torch_first * 1e3}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--loads", type=int, default=20)
+    args = parser.parse_args()
+    print(json.dumps({
+        "torch": torch.__version__,
+        "load_time": load_times(args.loads),
+        "rss_over_calls": rss_growth_over_calls(args.calls),
+        "load_footprint": load_footprint(args.width),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

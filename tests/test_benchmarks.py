@@ -1,0 +1,38 @@
+"""The benchmark scripts run (on tiny counts; timings are never asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script(name, *args, tmp_path=None):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name),
+                           *map(str, args)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def test_bench_run_measures_every_variant(tmp_path, package):
+    package("four_three")
+    out = tmp_path / "run.json"
+    text = script("bench_run.py", "--models", "four_three", "--calls", 20,
+                  "--repeats", 1, "--json", out)
+    report = json.loads(out.read_text())
+    row = report["results"]["four_three"]
+    assert (row["inputs"], row["outputs"]) == (4, 3)
+    assert set(row["us_per_call"]) == {
+        "C floor", "aoti_cy nogil loop", "aoti_cy run", "aoti_cy model(*args)",
+        "torch loader.run", "torch AOTICompiledModel()", "eager (no_grad)"}
+    assert all(v > 0 for v in row["us_per_call"].values())
+    assert "Targets (overhead over the C floor)" in text
+
+
+def test_bench_memory_reports(tmp_path):
+    report = json.loads(script("bench_memory.py", "--calls", 1000, "--width", 64,
+                               "--loads", 2))
+    assert report["rss_over_calls"]["calls"] == 1000
+    assert report["load_footprint"]["weights_bytes"] > 64 * 64 * 4
+    assert report["load_time"]["aoti_cy_median_ms"] > 0
