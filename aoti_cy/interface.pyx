@@ -621,6 +621,8 @@ cdef class ModelContainer:
             if info is None:
                 unknown.append(key)
                 continue
+            if isinstance(tensor, numpy.ndarray):
+                tensor = torch.from_numpy(tensor)
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"constant {key!r} must be a torch.Tensor, "
                                 f"got {type(tensor).__name__}")
@@ -1049,6 +1051,8 @@ cdef class Model:
         values, unknown, wrong = {}, [], []
         for key, tensor in mapping.items():
             info = by_fqn.get(key) or by_name.get(key)
+            if isinstance(tensor, numpy.ndarray):
+                tensor = torch.from_numpy(tensor)
             if info is None:
                 unknown.append(key)
             elif not isinstance(tensor, torch.Tensor) or tensor.dtype != info.dtype or (

@@ -66,6 +66,14 @@ def test_new_weights_change_outputs_as_eager(package, folding_package, path_kind
         torch.testing.assert_close(model.run(inputs)[0], eager_with(model_cls, weights, inputs))
 
 
+def test_numpy_weights(package, example):
+    inputs = example("mlp").inputs()
+    with aoti_cy.load(package("mlp")) as model:
+        weights = random_weights(model, seed=8)
+        model.load_weights({k: v.numpy() for k, v in weights.items()})
+        torch.testing.assert_close(model.run(inputs)[0], eager_with(MLP, weights, inputs))
+
+
 def test_extract_constants_map_round_trips(package, example):
     inputs = example("mlp").inputs()
     with aoti_cy.load(package("mlp")) as model:
