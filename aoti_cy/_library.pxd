@@ -58,6 +58,7 @@ cdef class ModelLibrary:
     cdef readonly str path
     cdef object __weakref__
 
+    cdef _refuse_private_libstdcxx(self)
     cdef _resolve(self)
     cdef int require(self, const void* entry, const char* symbol) except -1
     cdef int check(self, AOTIRuntimeError status, const char* function) except -1 nogil

@@ -17,6 +17,14 @@ from aoti_cy.errors import AOTIError, MissingSymbolError, PackageError
 cdef extern from "<dlfcn.h>" nogil:
     enum: RTLD_NOLOAD
 
+cdef extern from "<dlfcn.h>" nogil:
+    ctypedef struct Dl_info:
+        const char* dli_fname
+        void* dli_fbase
+        const char* dli_sname
+        void* dli_saddr
+    int dladdr(const void* addr, Dl_info* info)
+
 cdef extern from "release_pages.h" nogil:
     size_t aoti_cy_release_file_pages(const char* path)
 
@@ -92,7 +100,23 @@ cdef class ModelLibrary:
         self._handle = dlopen(encoded, RTLD_NOW | RTLD_LOCAL)
         if self._handle == NULL:
             raise PackageError(f"cannot load model library {path}: {_dlerror()}")
+        self._refuse_private_libstdcxx()
         self._resolve()
+
+    cdef _refuse_private_libstdcxx(self):
+        """A model linked with its own static libstdc++ exports that copy's
+        locale machinery; torch's libstdc++ and the model's then disagree and
+        the model crashes inside its own container-create. Refuse it here."""
+        cdef Dl_info info
+        cdef void* symbol = dlsym(self._handle, "_ZNSt6locale7classicEv")
+        if symbol == NULL or dladdr(symbol, &info) == 0 or info.dli_fname == NULL:
+            return
+        if os.path.realpath(os.fsdecode(info.dli_fname)) == self.path:
+            raise PackageError(
+                f"{self.path} carries its own static copy of libstdc++ (it exports "
+                f"std::locale); such models crash when created. Rebuild the model "
+                f"with a compiler that links libstdc++ dynamically, e.g. "
+                f"CXX=/usr/bin/g++ CC=/usr/bin/gcc")
 
     cdef _resolve(self):
         cdef void** table = <void**>&self.fn

@@ -235,7 +235,30 @@ def _select_members(archive, path, model_name):
         raise PackageError(
             f"no model named {model_name!r} in {path}; it holds "
             f"{', '.join(map(repr, sorted(models))) or 'no models'}")
+    _check_sizes(wanted, path)
     return wanted
+
+
+# Weights are stored, not deflated: a member that inflates more than this is a
+# zip bomb, not a model.
+MAX_INFLATION = 200
+BIG_MEMBER = 64 << 20
+
+
+def _check_sizes(wanted, path):
+    """Refuse zip bombs and packages that would not fit on the temp disk,
+    before writing anything."""
+    total = 0
+    for info, _ in wanted:
+        total += info.file_size
+        if info.file_size > BIG_MEMBER and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+            raise PackageError(
+                f"package member {info.filename!r} of {path} would inflate from "
+                f"{info.compress_size} to {info.file_size} bytes: refused as a zip bomb")
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if total > free:
+        raise PackageError(
+            f"{path} needs {total} bytes in {tempfile.gettempdir()}, only {free} are free")
 
 
 def _extract_member(archive, info, parts, root):

@@ -248,3 +248,31 @@ def test_library_replaced_on_disk_while_loaded_is_refused(package, tmp_path):
         os.replace(replacement, so)
         with pytest.raises(aoti_cy.PackageError, match="changed on disk"):
             aoti_cy.ModelContainer(so)
+
+
+def test_zip_bomb_is_refused_before_writing(package, tmp_path):
+    bomb = tmp_path / "bomb.pt2"
+    with zipfile.ZipFile(package("add_one")) as src, \
+            zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item))
+        prefix = src.namelist()[0].split("/")[0]
+        dst.writestr(f"{prefix}/data/aotinductor/model/zeros.bin", bytes(100 << 20))
+    before = aoti_tempdirs()
+    with pytest.raises(aoti_cy.PackageError, match="zip bomb"):
+        aoti_cy.load(bomb)
+    assert aoti_tempdirs() == before
+
+
+def test_model_with_its_own_libstdcxx_is_refused(tmp_path):
+    import subprocess
+    source = tmp_path / "private.cpp"
+    source.write_text(
+        "#include <locale>\n#include <sstream>\n"
+        'extern "C" int touch() { std::ostringstream s; s.imbue(std::locale::classic());'
+        " s << 1; return (int)s.str().size(); }\n")
+    library = tmp_path / "private.so"
+    subprocess.run(["g++", "-shared", "-fPIC", "-static-libstdc++", str(source), "-o",
+                    str(library)], check=True, timeout=300)
+    with pytest.raises(aoti_cy.PackageError, match="static copy of libstdc\\+\\+.*CXX=/usr/bin/g\\+\\+"):
+        aoti_cy.ModelContainer(library)
