@@ -17,15 +17,23 @@ from aoti_cy.includes.abi cimport (
 from aoti_cy._library cimport ModelLibrary
 
 
-cdef class ModelContainer:
-    cdef AOTInductorModelContainerHandle _handle
+cdef class _Gated:
+    # What containers and models share: the library they came from (kept
+    # alive under them) and the gate between calls and close().
     cdef readonly ModelLibrary library
+    cdef int _active_runs          # touched only through csrc/run_gate.h
+    cdef int _closed               # idem; 1 until created, 1 again once closed
+    cdef int _check_open(self) except -1
+    cdef int _enter(self) except -1 nogil
+    cdef void _leave(self) noexcept nogil
+
+
+cdef class ModelContainer(_Gated):
+    cdef AOTInductorModelContainerHandle _handle
     cdef size_t _num_inputs
     cdef size_t _num_outputs
     cdef int _device_type          # c10::DeviceType: 0 CPU, 1 CUDA
     cdef int _device_index         # -1 on CPU
-    cdef int _active_runs          # touched only through csrc/run_gate.h
-    cdef int _closed               # idem; 1 until created, 1 again once closed
     cdef tuple _input_names
     cdef tuple _output_names
     cdef tuple _call_spec
@@ -41,9 +49,6 @@ cdef class ModelContainer:
 
     cdef _create(self, size_t num_models, object cubin_dir)
     cdef _read_metadata(self)
-    cdef int _check_open(self) except -1
-    cdef int _enter(self) except -1 nogil
-    cdef void _leave(self) noexcept nogil
     cdef _read_constants(self)
     cdef tuple _read_constants_entered(self, ModelLibrary lib)
     cdef tuple _constant_values(self, object mapping)
@@ -66,13 +71,10 @@ cdef class ModelContainer:
                    object inputs, object stream)
 
 
-cdef class Model:
+cdef class Model(_Gated):
     cdef AOTInductorModelHandle _handle
-    cdef readonly ModelLibrary library
     cdef size_t _num_inputs
     cdef size_t _num_outputs
-    cdef int _active_runs          # touched only through csrc/run_gate.h
-    cdef int _closed
     cdef tuple _input_names
     cdef tuple _output_names
     cdef tuple _constants

@@ -99,10 +99,45 @@ def _parse_device(device):
     raise ValueError(f"unsupported device {dev}: aoti_cy runs models on cpu and cuda")
 
 
+@cython.no_gc_clear
+cdef class _Gated:
+    """Base of ModelContainer and Model: their library and the gate that
+    lets close() wait for the calls in flight."""
+
+    def __cinit__(self, *args, **kwargs):
+        aoti_cy_gate_set_closed(&self._closed, 1)
+
+    cdef int _check_open(self) except -1:
+        if aoti_cy_gate_is_closed(&self._closed):
+            _raise_closed()
+        return 0
+
+    cdef int _enter(self) except -1 nogil:
+        """Pass the gate before using the handle; close() waits for _leave()."""
+        if not aoti_cy_gate_enter(&self._active_runs, &self._closed):
+            _raise_closed()
+        return 0
+
+    cdef void _leave(self) noexcept nogil:
+        aoti_cy_gate_leave(&self._active_runs)
+
+    @property
+    def closed(self):
+        """True once ``close()`` has been called (or creation failed)."""
+        return bool(aoti_cy_gate_is_closed(&self._closed))
+
+    def __enter__(self):
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
 # The container must still reach its library in __dealloc__: never let the
 # collector clear `library` (and so dlclose it) before the container is freed.
 @cython.no_gc_clear
-cdef class ModelContainer:
+cdef class ModelContainer(_Gated):
     """An AOTInductor model container created from a model `.so`.
 
     ``ModelContainer(path, device="cpu", num_models=1, cubin_dir=None)``
@@ -119,7 +154,6 @@ cdef class ModelContainer:
 
     def __cinit__(self, *args, **kwargs):
         self._handle = NULL
-        aoti_cy_gate_set_closed(&self._closed, 1)
         self._weights_lock = threading.Lock()
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None):
@@ -218,19 +252,6 @@ cdef class ModelContainer:
         finally:
             if package is not None:
                 package.cleanup()
-
-    @property
-    def closed(self):
-        """True once :meth:`close` has been called (or creation failed)."""
-        return bool(aoti_cy_gate_is_closed(&self._closed))
-
-    def __enter__(self):
-        if aoti_cy_gate_is_closed(&self._closed):
-            _raise_closed()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
     # ---- description ----------------------------------------------------------
 
@@ -439,20 +460,6 @@ cdef class ModelContainer:
 
 
     # ---- constants ------------------------------------------------------------
-
-    cdef int _check_open(self) except -1:
-        if aoti_cy_gate_is_closed(&self._closed):
-            _raise_closed()
-        return 0
-
-    cdef int _enter(self) except -1 nogil:
-        """Pass the gate before using the handle; close() waits for _leave()."""
-        if not aoti_cy_gate_enter(&self._active_runs, &self._closed):
-            _raise_closed()
-        return 0
-
-    cdef void _leave(self) noexcept nogil:
-        aoti_cy_gate_leave(&self._active_runs)
 
     cdef _read_constants(self):
         self._enter()
@@ -871,7 +878,7 @@ def load(path, *, device=None, num_models=1, model_name="model"):
 
 
 @cython.no_gc_clear
-cdef class Model:
+cdef class Model(_Gated):
     """One AOTInductor model instance (``AOTInductorModel*``), without the
     container's pool, locking or constant buffers: the C ABI's bare-metal
     path, for CPU models.
@@ -884,7 +891,6 @@ cdef class Model:
 
     def __cinit__(self, *args, **kwargs):
         self._handle = NULL
-        aoti_cy_gate_set_closed(&self._closed, 1)
         self._lock = threading.Lock()
 
     def __init__(self, library_path, constants=None):
@@ -946,19 +952,6 @@ cdef class Model:
             with nogil:
                 status = self.library.fn.model_delete(handle)
             self.library.check(status, "AOTInductorModelDelete")
-
-    @property
-    def closed(self):
-        """True once :meth:`close` has been called (or creation failed)."""
-        return bool(aoti_cy_gate_is_closed(&self._closed))
-
-    def __enter__(self):
-        if aoti_cy_gate_is_closed(&self._closed):
-            _raise_closed()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
     @property
     def num_outputs(self):
