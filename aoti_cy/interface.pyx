@@ -367,9 +367,11 @@ cdef class ModelContainer(_Gated):
     cdef list _run(self, ContainerRunFn entry, const char* function,
                    object inputs, object stream):
         cdef AtenTensorHandle input_stack[STACK_HANDLES]
+        cdef AtenTensorHandle keep_stack[STACK_HANDLES]
         cdef AtenTensorHandle output_stack[STACK_HANDLES]
-        cdef vector[AtenTensorHandle] input_heap, output_heap
+        cdef vector[AtenTensorHandle] input_heap, keep_heap, output_heap
         cdef AtenTensorHandle* input_handles = input_stack
+        cdef AtenTensorHandle* keep_handles = keep_stack
         cdef AtenTensorHandle* output_handles = output_stack
         cdef size_t num_inputs, num_outputs = self._num_outputs
         cdef AotiCyDevice device
@@ -395,7 +397,9 @@ cdef class ModelContainer(_Gated):
                 f"got {num_inputs}")
         if num_inputs > STACK_HANDLES:
             input_heap.resize(num_inputs)
+            keep_heap.resize(num_inputs)
             input_handles = input_heap.data()
+            keep_handles = keep_heap.data()
         if num_outputs > STACK_HANDLES:
             output_heap.resize(num_outputs)
             output_handles = output_heap.data()
@@ -403,10 +407,14 @@ cdef class ModelContainer(_Gated):
         device.index = self._device_index
         aoti_cy_handles_from_tensors(
             PySequence_Fast_ITEMS(inputs), num_inputs, input_handles, device,
-            <PyObject*>self._input_names)
-        with nogil:
-            self._invoke(entry, function, input_handles, num_inputs,
-                         output_handles, num_outputs, raw_stream)
+            <PyObject*>self._input_names, keep_handles)
+        try:
+            with nogil:
+                self._invoke(entry, function, input_handles, num_inputs,
+                             output_handles, num_outputs, raw_stream)
+        finally:
+            # Dropped here, with the GIL: see aoti_cy_handles_from_tensors.
+            aoti_cy_free_handles(keep_handles, num_inputs)
         return aoti_cy_list_from_handles(output_handles, num_outputs)
 
     cdef int run_handles(
@@ -1013,7 +1021,8 @@ cdef class Model(_Gated):
         device.type = AOTI_CY_DEVICE_CPU
         device.index = -1
         aoti_cy_handles_from_tensors(PySequence_Fast_ITEMS(inputs), num_inputs,
-                                     input_handles, device, <PyObject*>self._input_names)
+                                     input_handles, device, <PyObject*>self._input_names,
+                                     NULL)
         with self._lock:   # one instance, one run at a time
             with nogil:
                 entered = aoti_cy_gate_enter(&self._active_runs, &self._closed)

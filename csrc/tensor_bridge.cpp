@@ -72,7 +72,7 @@ void aoti_cy_accept_arrays_of(PyObject* type) {
 
 int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
                                  AtenTensorOpaque** out, AotiCyDevice device,
-                                 PyObject* names) {
+                                 PyObject* names, AtenTensorOpaque** keepalive) {
   Py_ssize_t made = 0;
   try {
     for (; made < n; ++made) {
@@ -92,14 +92,22 @@ int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
                      device_label(device).c_str());
         break;
       }
+      out[made] = nullptr;
+      if (keepalive != nullptr) keepalive[made] = nullptr;
       out[made] = to_handle(tensor);
+      if (keepalive != nullptr) keepalive[made] = to_handle(tensor);
     }
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
+    if (made < n && out[made] != nullptr) ++made;  // a handle made before the throw
   }
   if (made == n) return 0;
   aoti_cy_free_handles(out, static_cast<size_t>(made));
-  for (Py_ssize_t i = made; i < n; ++i) out[i] = nullptr;
+  if (keepalive != nullptr) aoti_cy_free_handles(keepalive, static_cast<size_t>(made));
+  for (Py_ssize_t i = made; i < n; ++i) {
+    out[i] = nullptr;
+    if (keepalive != nullptr) keepalive[i] = nullptr;
+  }
   return -1;
 }
 

@@ -36,10 +36,14 @@ void aoti_cy_accept_arrays_of(PyObject* type);
  * in `tensors[0:n]` into `out`. Raises
  * TypeError for a non-tensor and ValueError for a tensor on another device
  * than `device`; `names` (a tuple of str or NULL) names the input in the
- * message. On error no handle is left allocated and `out` is all NULL. */
+ * message. On error no handle is left allocated and `out` is all NULL.
+ * `keepalive`, if not NULL, gets a second handle per tensor, to be freed by
+ * the caller with the GIL held: then the model dropping its handle without
+ * the GIL never releases a tensor's last C++ reference, which would make torch
+ * take the GIL just to decref the Python object. */
 int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
                                  AtenTensorOpaque** out, AotiCyDevice device,
-                                 PyObject* names);
+                                 PyObject* names, AtenTensorOpaque** keepalive);
 
 /* One new handle for one tensor (or numpy array), or NULL with TypeError set. */
 AtenTensorOpaque* aoti_cy_handle_from_tensor(PyObject* tensor);

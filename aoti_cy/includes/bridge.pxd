@@ -18,7 +18,7 @@ cdef extern from "tensor_bridge.h":
     # These need the GIL; each raises through the usual Python error protocol.
     int aoti_cy_handles_from_tensors(
         PyObject* const* tensors, Py_ssize_t n, AtenTensorHandle* out,
-        AotiCyDevice device, PyObject* names) except -1
+        AotiCyDevice device, PyObject* names, AtenTensorHandle* keepalive) except -1
     AtenTensorHandle aoti_cy_handle_from_tensor(object tensor) except NULL
     object aoti_cy_tensor_from_handle(AtenTensorHandle handle)
     object aoti_cy_tensor_from_borrowed_handle(AtenTensorHandle handle)
