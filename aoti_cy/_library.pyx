@@ -197,6 +197,44 @@ _identities = weakref.WeakKeyDictionary()
 _libraries_lock = threading.Lock()
 
 
+_ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "ppc64le": 21, "s390x": 22}
+
+
+def check_elf(path):
+    """Refuse, before dlopen maps it, a file that is not a 64-bit ELF shared
+    library for this machine or that is shorter than its own headers say (a
+    truncated library maps pages past the end of the file, and touching them
+    kills the process with SIGBUS)."""
+    import platform
+    import struct
+    with open(path, "rb") as f:
+        header = f.read(64)
+        size = os.fstat(f.fileno()).st_size
+        if len(header) < 64 or header[:4] != b"\x7fELF":
+            raise PackageError(f"{path} is not an ELF shared library")
+        if header[4] != 2 or header[5] != 1:
+            raise PackageError(f"{path} is not a 64-bit little-endian ELF library")
+        machine, = struct.unpack_from("<H", header, 18)
+        expected = _ELF_MACHINES.get(platform.machine())
+        if expected is not None and machine != expected:
+            raise PackageError(
+                f"{path} is built for another architecture (ELF machine {machine}, "
+                f"this is {platform.machine()})")
+        phoff, shoff = struct.unpack_from("<QQ", header, 32)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", header, 54)
+        needed = shoff + shentsize * shnum
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        if len(table) < phentsize * phnum:
+            raise PackageError(f"{path} is truncated ({size} bytes)")
+        for i in range(phnum):
+            kind, _, offset, _, _, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+            if kind == 1:   # PT_LOAD
+                needed = max(needed, offset + filesz)
+    if size < needed:
+        raise PackageError(f"{path} is truncated: {size} bytes, its headers need {needed}")
+
+
 def open_library(path):
     """The ModelLibrary for the model `.so` at ``path``, opened once per file."""
     path = os.path.realpath(os.fspath(path))
@@ -208,6 +246,7 @@ def open_library(path):
     with _libraries_lock:
         library = _libraries.get(path)
         if library is None:
+            check_elf(path)
             library = ModelLibrary(path)
             _libraries[path] = library
             _identities[library] = identity

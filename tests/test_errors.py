@@ -95,7 +95,7 @@ def test_not_a_zip(tmp_path):
 def test_not_a_library(tmp_path):
     path = tmp_path / "fake.so"
     path.write_bytes(b"\x7fELF garbage" * 10)
-    with pytest.raises(aoti_cy.PackageError, match="cannot load model library"):
+    with pytest.raises(aoti_cy.PackageError, match="not a 64-bit|cannot load model library"):
         aoti_cy.load(path)
 
 
@@ -275,4 +275,61 @@ def test_model_with_its_own_libstdcxx_is_refused(tmp_path):
     subprocess.run(["g++", "-shared", "-fPIC", "-static-libstdc++", str(source), "-o",
                     str(library)], check=True, timeout=300)
     with pytest.raises(aoti_cy.PackageError, match="static copy of libstdc\\+\\+.*CXX=/usr/bin/g\\+\\+"):
+        aoti_cy.ModelContainer(library)
+
+
+def test_truncated_package(package, tmp_path):
+    with open(package("add_one"), "rb") as f:
+        data = f.read()
+    for cut in (len(data) // 2, len(data) - 100):
+        truncated = tmp_path / f"cut{cut}.pt2"
+        truncated.write_bytes(data[:cut])
+        before = aoti_tempdirs()
+        with pytest.raises(aoti_cy.PackageError):
+            aoti_cy.load(truncated)
+        assert aoti_tempdirs() == before
+
+
+def test_package_without_a_model(tmp_path):
+    empty = tmp_path / "empty.pt2"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("empty/archive_format", "pt2")
+    with pytest.raises(aoti_cy.PackageError, match="holds no models"):
+        aoti_cy.load(empty)
+
+
+def test_metadata_that_is_not_json(package, tmp_path):
+    with zipfile.ZipFile(package("add_one")) as archive:
+        archive.extractall(tmp_path)
+    (metadata,) = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path)
+                   for f in fs if f.endswith(".wrapper_metadata.json")]
+    with open(metadata, "w") as f:
+        f.write("{not json")
+    with pytest.raises(aoti_cy.PackageError, match="not valid JSON"):
+        aoti_cy.load(tmp_path)
+
+
+def test_truncated_library(package, tmp_path):
+    with zipfile.ZipFile(package("add_one")) as archive:
+        archive.extractall(tmp_path)
+    (library,) = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path)
+                  for f in fs if f.endswith(".wrapper.so")]
+    with open(library, "rb") as f:
+        data = f.read()
+    cut = tmp_path / "cut.so"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(aoti_cy.PackageError, match="truncated"):
+        aoti_cy.ModelContainer(cut)
+
+
+def test_library_of_another_architecture(package, tmp_path):
+    import struct
+    with zipfile.ZipFile(package("add_one")) as archive:
+        archive.extractall(tmp_path)
+    (library,) = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path)
+                  for f in fs if f.endswith(".wrapper.so")]
+    with open(library, "r+b") as f:
+        f.seek(18)
+        f.write(struct.pack("<H", 183 if os.uname().machine != "aarch64" else 62))
+    with pytest.raises(aoti_cy.PackageError, match="another architecture"):
         aoti_cy.ModelContainer(library)
