@@ -35,6 +35,16 @@ def aoti_tempdirs():
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "aoti_cy-*")))
 
 
+def extract_library(package_path, into):
+    """Unpack a .pt2 into ``into``; return the path of its model .so."""
+    import zipfile
+    with zipfile.ZipFile(package_path) as archive:
+        archive.extractall(into)
+    (library,) = [os.path.join(root, f) for root, _, files in os.walk(into)
+                  for f in files if f.endswith(".wrapper.so")]
+    return library
+
+
 def assert_outputs_match(outputs, expected):
     expected = expected if isinstance(expected, (tuple, list)) else (expected,)
     assert len(outputs) == len(expected)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import aoti_cy
-from conftest import aoti_tempdirs
+from conftest import aoti_tempdirs, extract_library
 
 
 @pytest.fixture
@@ -238,10 +238,7 @@ def test_container_in_a_reference_cycle_is_collected_safely(package, example):
 def test_library_replaced_on_disk_while_loaded_is_refused(package, tmp_path):
     import shutil
     import zipfile
-    with zipfile.ZipFile(package("add_one")) as archive:
-        archive.extractall(tmp_path / "a")
-    (so,) = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "a")
-             for f in fs if f.endswith(".wrapper.so")]
+    so = extract_library(package("add_one"), tmp_path / "a")
     with aoti_cy.ModelContainer(so):
         replacement = so + ".new"
         shutil.copy(so, replacement)
@@ -299,10 +296,7 @@ def test_package_without_a_model(tmp_path):
 
 
 def test_metadata_that_is_not_json(package, tmp_path):
-    with zipfile.ZipFile(package("add_one")) as archive:
-        archive.extractall(tmp_path)
-    (metadata,) = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path)
-                   for f in fs if f.endswith(".wrapper_metadata.json")]
+    metadata = extract_library(package("add_one"), tmp_path)[:-len(".so")] + "_metadata.json"
     with open(metadata, "w") as f:
         f.write("{not json")
     with pytest.raises(aoti_cy.PackageError, match="not valid JSON"):
@@ -310,10 +304,7 @@ def test_metadata_that_is_not_json(package, tmp_path):
 
 
 def test_truncated_library(package, tmp_path):
-    with zipfile.ZipFile(package("add_one")) as archive:
-        archive.extractall(tmp_path)
-    (library,) = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path)
-                  for f in fs if f.endswith(".wrapper.so")]
+    library = extract_library(package("add_one"), tmp_path)
     with open(library, "rb") as f:
         data = f.read()
     cut = tmp_path / "cut.so"
@@ -324,10 +315,7 @@ def test_truncated_library(package, tmp_path):
 
 def test_library_of_another_architecture(package, tmp_path):
     import struct
-    with zipfile.ZipFile(package("add_one")) as archive:
-        archive.extractall(tmp_path)
-    (library,) = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path)
-                  for f in fs if f.endswith(".wrapper.so")]
+    library = extract_library(package("add_one"), tmp_path)
     with open(library, "r+b") as f:
         f.seek(18)
         f.write(struct.pack("<H", 183 if os.uname().machine != "aarch64" else 62))
