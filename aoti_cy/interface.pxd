@@ -67,6 +67,7 @@ cdef class ModelContainer(_Gated):
         AtenTensorHandle* inputs, size_t num_inputs,
         AtenTensorHandle* outputs, size_t num_outputs,
         void* stream) except -1 nogil
+    cdef object _call(self, tuple args, dict kwargs, object stream)
     cdef list _run(self, ContainerRunFn entry, const char* function,
                    object inputs, object stream)
 

@@ -77,6 +77,20 @@ cdef void* _stream_pointer(object stream) except? NULL:
     return <void*><uintptr_t>raw
 
 
+cdef object _input_sequence(object inputs, size_t expected, tuple names):
+    """``inputs`` as a list or tuple of the expected length, or an exception.
+    Callers then read its item array directly, running no Python code until
+    the handles are made."""
+    if type(inputs) is not list and type(inputs) is not tuple:
+        if isinstance(inputs, torch.Tensor) or not hasattr(inputs, "__len__"):
+            raise TypeError(
+                f"inputs must be a list or tuple of tensors, got {type(inputs).__name__}")
+        inputs = PySequence_Fast(inputs, "inputs must be a sequence of tensors")
+    if <size_t>len(inputs) != expected:
+        raise ValueError(f"the model takes {expected} inputs {names}, got {len(inputs)}")
+    return inputs
+
+
 def _parse_device(device):
     """(torch.device with an index for CUDA, c10 device type, index)."""
     try:
@@ -308,34 +322,28 @@ cdef class ModelContainer(_Gated):
         are flattened by the package's input spec and the outputs rebuilt by
         its output spec (nested tuples, lists, dicts). numpy arrays are taken
         wherever tensors are, without copying."""
-        cdef list outputs
-        if self._flat_call and not kwargs:
-            # The common case, without pytree: a flat tuple in, flat out.
-            outputs = self._run(self.library.fn.container_run,
-                                "AOTInductorModelContainerRun", args, None)
-            if self._out_kind == OUT_TUPLE:
-                return tuple(outputs)
-            if self._out_kind == OUT_LEAF:
-                return outputs[0]
-            return self._caller.unflatten(outputs)
-        self._check_open()
-        outputs = self._run(self.library.fn.container_run,
-                            "AOTInductorModelContainerRun",
-                            self._caller.flatten(args, kwargs), None)
-        return self._caller.unflatten(outputs)
+        return self._call(args, kwargs, None)
 
     def call_on_stream(self, stream, *args, **kwargs):
         """``model(*args, **kwargs)`` issued on ``stream`` (a
         ``torch.cuda.Stream`` or a raw pointer) instead of the current one."""
-        self._check_open()
-        outputs = self._run(self.library.fn.container_run,
-                            "AOTInductorModelContainerRun",
-                            args if self._flat_call and not kwargs
-                            else self._caller.flatten(args, kwargs), stream)
-        if self._flat_call and not kwargs and self._out_kind == OUT_LEAF:
-            return outputs[0]
-        if self._flat_call and not kwargs and self._out_kind == OUT_TUPLE:
-            return tuple(outputs)
+        return self._call(args, kwargs, stream)
+
+    cdef object _call(self, tuple args, dict kwargs, object stream):
+        cdef list outputs
+        if self._flat_call and not kwargs:
+            # The common case, without pytree: a flat tuple in, flat out.
+            outputs = self._run(self.library.fn.container_run,
+                                "AOTInductorModelContainerRun", args, stream)
+            if self._out_kind == OUT_TUPLE:
+                return tuple(outputs)
+            if self._out_kind == OUT_LEAF:
+                return outputs[0]
+        else:
+            self._check_open()
+            outputs = self._run(self.library.fn.container_run,
+                                "AOTInductorModelContainerRun",
+                                self._caller.flatten(args, kwargs), stream)
         return self._caller.unflatten(outputs)
 
     def _is_flat_call(self):
@@ -382,19 +390,8 @@ cdef class ModelContainer(_Gated):
         raw_stream = _stream_pointer(stream)
         if raw_stream != NULL and self._device_type != AOTI_CY_DEVICE_CUDA:
             raise ValueError("stream is only meaningful for CUDA models")
-        # No Python code may run from here until the handles are made: the
-        # item array of a list is read directly.
-        if type(inputs) is not list and type(inputs) is not tuple:
-            if isinstance(inputs, torch.Tensor) or not hasattr(inputs, "__len__"):
-                raise TypeError(
-                    f"inputs must be a list or tuple of tensors, got "
-                    f"{type(inputs).__name__}")
-            inputs = PySequence_Fast(inputs, "inputs must be a sequence of tensors")
-        num_inputs = len(inputs)
-        if num_inputs != self._num_inputs:
-            raise ValueError(
-                f"the model takes {self._num_inputs} inputs {self._input_names}, "
-                f"got {num_inputs}")
+        inputs = _input_sequence(inputs, self._num_inputs, self._input_names)
+        num_inputs = self._num_inputs
         if num_inputs > STACK_HANDLES:
             input_heap.resize(num_inputs)
             keep_heap.resize(num_inputs)
@@ -993,26 +990,23 @@ cdef class Model(_Gated):
     def run(self, inputs):
         """Run on a list (or tuple) of CPU tensors; return a list of tensors."""
         cdef AtenTensorHandle input_stack[STACK_HANDLES]
+        cdef AtenTensorHandle keep_stack[STACK_HANDLES]
         cdef AtenTensorHandle output_stack[STACK_HANDLES]
-        cdef vector[AtenTensorHandle] input_heap, output_heap
+        cdef vector[AtenTensorHandle] input_heap, keep_heap, output_heap
         cdef AtenTensorHandle* input_handles = input_stack
+        cdef AtenTensorHandle* keep_handles = keep_stack
         cdef AtenTensorHandle* output_handles = output_stack
-        cdef size_t i, num_inputs, num_outputs = self._num_outputs
+        cdef size_t i, num_inputs = self._num_inputs, num_outputs = self._num_outputs
         cdef AotiCyDevice device
         cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
         cdef bint entered = False
-        if aoti_cy_gate_is_closed(&self._closed):
-            _raise_closed()
-        if type(inputs) is not list and type(inputs) is not tuple:
-            raise TypeError(f"inputs must be a list or tuple of tensors, got "
-                            f"{type(inputs).__name__}")
-        num_inputs = len(inputs)
-        if num_inputs != self._num_inputs:
-            raise ValueError(f"the model takes {self._num_inputs} inputs "
-                             f"{self._input_names}, got {num_inputs}")
+        self._check_open()
+        inputs = _input_sequence(inputs, num_inputs, self._input_names)
         if num_inputs > STACK_HANDLES:
             input_heap.resize(num_inputs)
+            keep_heap.resize(num_inputs)
             input_handles = input_heap.data()
+            keep_handles = keep_heap.data()
         if num_outputs > STACK_HANDLES:
             output_heap.resize(num_outputs)
             output_handles = output_heap.data()
@@ -1022,7 +1016,7 @@ cdef class Model(_Gated):
         device.index = -1
         aoti_cy_handles_from_tensors(PySequence_Fast_ITEMS(inputs), num_inputs,
                                      input_handles, device, <PyObject*>self._input_names,
-                                     NULL)
+                                     keep_handles)
         with self._lock:   # one instance, one run at a time
             with nogil:
                 entered = aoti_cy_gate_enter(&self._active_runs, &self._closed)
@@ -1030,6 +1024,7 @@ cdef class Model(_Gated):
                     status = self.library.fn.model_run(
                         self._handle, input_handles, output_handles)
                     aoti_cy_gate_leave(&self._active_runs)
+        aoti_cy_free_handles(keep_handles, num_inputs)   # with the GIL, as in _run
         if status != AOTI_RUNTIME_SUCCESS:
             aoti_cy_free_handles(input_handles, num_inputs)
             aoti_cy_free_handles(output_handles, num_outputs)
