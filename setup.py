@@ -51,7 +51,8 @@ extensions = [
               include_dirs=[CSRC]),
     # Containers and the tensor bridge: compiled against torch.
     CppExtension("aoti_cy.interface",
-                 ["aoti_cy/interface.pyx", "csrc/tensor_bridge.cpp"],
+                 ["aoti_cy/interface.pyx", "csrc/tensor_bridge.cpp",
+                  "csrc/input_guards.cpp"],
                  include_dirs=[CSRC]),
 ]
 

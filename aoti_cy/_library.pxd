@@ -3,6 +3,8 @@
 # model made from it keeps it alive, so the library is never unloaded under
 # them.
 
+from libcpp.vector cimport vector
+
 from aoti_cy.includes.abi cimport *
 
 
@@ -57,11 +59,15 @@ cdef class ModelLibrary:
     cdef AOTIFunctions fn
     cdef readonly str path
     cdef object __weakref__
+    cdef vector[InputCheckFn] _input_checks   # per input; see input_checks()
+    cdef size_t _input_checks_found
+    cdef bint _input_checks_read
 
     cdef _refuse_private_libstdcxx(self)
     cdef _resolve(self)
     cdef int require(self, const void* entry, const char* symbol) except -1
     cdef int check(self, AOTIRuntimeError status, const char* function) except -1 nogil
+    cdef const InputCheckFn* input_checks(self, size_t num_inputs) except? NULL
 
 
 cdef int current_cuda_stream(int device_index, void** stream) except -1 nogil

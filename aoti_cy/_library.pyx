@@ -13,9 +13,16 @@ import weakref
 from posix.dlfcn cimport dlopen, dlsym, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL
 
 from aoti_cy.errors import AOTIError, MissingSymbolError, PackageError
+from aoti_cy._elf import check_elf, input_check_offsets
 
 cdef extern from "<dlfcn.h>" nogil:
     enum: RTLD_NOLOAD
+    enum: RTLD_DI_LINKMAP
+    int dlinfo(void* handle, int request, void* info)
+
+cdef extern from "<link.h>" nogil:
+    struct link_map:
+        size_t l_addr      # where the library was loaded, minus its link address
 
 cdef extern from "<dlfcn.h>" nogil:
     ctypedef struct Dl_info:
@@ -95,6 +102,7 @@ cdef class ModelLibrary:
 
     def __cinit__(self, str path):
         self._handle = NULL
+        self._input_checks_read = False
         self.path = path
         cdef bytes encoded = os.fsencode(path)
         self._handle = dlopen(encoded, RTLD_NOW | RTLD_LOCAL)
@@ -131,6 +139,41 @@ cdef class ModelLibrary:
             raise PackageError(
                 f"{self.path} is not an AOTInductor model library: it does not "
                 f"export {', '.join(missing)}")
+
+    cdef const InputCheckFn* input_checks(self, size_t num_inputs) except? NULL:
+        """The model's own input-check functions, one per input (NULL where
+        the model has none), or NULL when the library has none at all (it
+        is stripped, or its torch generates no such functions).
+
+        Inductor generates ``static void check_input_<i>(AtenTensorHandle*)``
+        for every model (see csrc/input_guards.h). Found once per library.
+        """
+        cdef link_map* loaded = NULL
+        cdef Dl_info info
+        cdef void* address
+        if not self._input_checks_read:
+            offsets = input_check_offsets(self.path, num_inputs)
+            if offsets and dlinfo(self._handle, RTLD_DI_LINKMAP, &loaded) != 0:
+                raise PackageError(f"dlinfo failed for {self.path}: {_dlerror()}")
+            self._input_checks.assign(num_inputs, NULL)
+            for index, offset in offsets.items():
+                address = <void*>(loaded.l_addr + <size_t>offset)
+                # The symbol table belongs to the file we loaded: the address
+                # must fall inside this library.
+                if (dladdr(address, &info) == 0 or info.dli_fname == NULL or
+                        os.path.realpath(os.fsdecode(info.dli_fname)) != self.path):
+                    raise PackageError(
+                        f"{self.path}: check_input_{index} lies outside the library")
+                self._input_checks[index] = <InputCheckFn>address
+            self._input_checks_found = len(offsets)
+            self._input_checks_read = True
+        if self._input_checks.size() != num_inputs:
+            raise ValueError(
+                f"input checks were read for {self._input_checks.size()} inputs, "
+                f"not {num_inputs}")
+        if self._input_checks_found == 0:
+            return NULL
+        return self._input_checks.data()
 
     def __dealloc__(self):
         if self._handle != NULL:
@@ -195,44 +238,6 @@ cdef class ModelLibrary:
 _libraries = weakref.WeakValueDictionary()
 _identities = weakref.WeakKeyDictionary()
 _libraries_lock = threading.Lock()
-
-
-_ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "ppc64le": 21, "s390x": 22}
-
-
-def check_elf(path):
-    """Refuse, before dlopen maps it, a file that is not a 64-bit ELF shared
-    library for this machine or that is shorter than its own headers say (a
-    truncated library maps pages past the end of the file, and touching them
-    kills the process with SIGBUS)."""
-    import platform
-    import struct
-    with open(path, "rb") as f:
-        header = f.read(64)
-        size = os.fstat(f.fileno()).st_size
-        if len(header) < 64 or header[:4] != b"\x7fELF":
-            raise PackageError(f"{path} is not an ELF shared library")
-        if header[4] != 2 or header[5] != 1:
-            raise PackageError(f"{path} is not a 64-bit little-endian ELF library")
-        machine, = struct.unpack_from("<H", header, 18)
-        expected = _ELF_MACHINES.get(platform.machine())
-        if expected is not None and machine != expected:
-            raise PackageError(
-                f"{path} is built for another architecture (ELF machine {machine}, "
-                f"this is {platform.machine()})")
-        phoff, shoff = struct.unpack_from("<QQ", header, 32)
-        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", header, 54)
-        needed = shoff + shentsize * shnum
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-        if len(table) < phentsize * phnum:
-            raise PackageError(f"{path} is truncated ({size} bytes)")
-        for i in range(phnum):
-            kind, _, offset, _, _, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
-            if kind == 1:   # PT_LOAD
-                needed = max(needed, offset + filesz)
-    if size < needed:
-        raise PackageError(f"{path} is truncated: {size} bytes, its headers need {needed}")
 
 
 def open_library(path):

@@ -46,6 +46,8 @@ cdef class ModelContainer(_Gated):
     cdef bint _blob_loaded         # the runtime accepts a constants blob once
     cdef dict _shapes              # internal name -> shape, read on first use
     cdef object _weights_lock      # serialises load_weights
+    cdef bint _check_inputs
+    cdef void* _input_guards       # AotiCyInputGuards*; NULL: inputs not checked
 
     cdef _create(self, size_t num_models, object cubin_dir)
     cdef _read_metadata(self)
@@ -81,6 +83,8 @@ cdef class Model(_Gated):
     cdef tuple _constants
     cdef dict _shapes              # internal name -> shape
     cdef object _lock              # one run or update at a time
+    cdef bint _check_inputs
+    cdef void* _input_guards       # as in ModelContainer
 
 
 # Tensors <-> handles for code that drives run_handles itself. Each handle

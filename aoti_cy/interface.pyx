@@ -3,7 +3,9 @@
 Where the Python API differs from the C ABI:
 - input counts are checked before the C call (the C side throws across the
   ABI on a mismatch, which aborts the process);
-- inputs are checked to live on the model's device before the C call;
+- inputs are checked to live on the model's device before the C call, and
+  by default against the model's own dtype/shape/stride checks (see
+  ``check_inputs``);
 - a failed call frees every handle the model did not take and raises
   AOTIError with the runtime's own message;
 - the GIL is released around every call into the model;
@@ -22,6 +24,7 @@ from libcpp.vector cimport vector
 
 from collections import namedtuple
 
+import os
 import threading
 
 import numpy
@@ -29,6 +32,7 @@ import torch
 
 from aoti_cy.includes.abi cimport *
 from aoti_cy.includes.bridge cimport *
+from aoti_cy.includes.input_guards cimport *
 from aoti_cy.includes.run_gate cimport *
 from aoti_cy._library cimport ModelLibrary, current_cuda_stream
 
@@ -89,6 +93,53 @@ cdef object _input_sequence(object inputs, size_t expected, tuple names):
     if <size_t>len(inputs) != expected:
         raise ValueError(f"the model takes {expected} inputs {names}, got {len(inputs)}")
     return inputs
+
+
+cdef AotiCyInputGuards* _input_guards_for(
+        ModelLibrary library, size_t num_inputs) except? NULL:
+    """Guards running the model's own input checks, for ``check_inputs=True``
+    (NULL when the model has no inputs). A library without the checks
+    (stripped) is refused unless it checks its own inputs because
+    AOTI_RUNTIME_CHECK_INPUTS is set."""
+    cdef const InputCheckFn* checks = library.input_checks(num_inputs)
+    cdef AotiCyInputGuards* guards
+    if checks == NULL:
+        if num_inputs == 0 or os.environ.get(
+                "AOTI_RUNTIME_CHECK_INPUTS", "0")[:1] not in ("", "0"):
+            return NULL   # nothing to check, or the model checks every run itself
+        raise PackageError(
+            f"{library.path} has no input-check functions (check_input_<i>; "
+            f"was it stripped?), so wrong shapes or dtypes could not be caught. "
+            f"Load it with check_inputs=False to run it unchecked, or set "
+            f"AOTI_RUNTIME_CHECK_INPUTS=1 before the model first runs to use "
+            f"its own, slower checks")
+    guards = aoti_cy_input_guards_new(checks, num_inputs)
+    if guards == NULL:
+        raise MemoryError()
+    return guards
+
+
+cdef int _check_input_handles(
+        AotiCyInputGuards* guards, AtenTensorHandle* handles, size_t n,
+        bint copy_views, tuple names) except -1 nogil:
+    """Check input handles with their guards; ValueError naming the input
+    that does not fit."""
+    cdef char reason[512]
+    cdef long failed = aoti_cy_check_inputs(
+        guards, handles, n, copy_views, reason, sizeof(reason))
+    if failed >= 0:
+        with gil:
+            _raise_mismatch(failed, _decode(reason), names, copy_views)
+    return 0
+
+
+cdef int _raise_mismatch(long index, str reason, tuple names, bint copied) except -1:
+    label = f"input {index}"
+    if 0 <= index < len(names):
+        label += f" ({names[index]!r})"
+    hint = "" if copied or "stride" not in reason else \
+        "; pass a contiguous tensor (x.contiguous())"
+    raise ValueError(f"{label} does not fit the model: {reason}{hint}")
 
 
 def _parse_device(device):
@@ -154,10 +205,19 @@ cdef class _Gated:
 cdef class ModelContainer(_Gated):
     """An AOTInductor model container created from a model `.so`.
 
-    ``ModelContainer(path, device="cpu", num_models=1, cubin_dir=None)``
-    loads the model library at ``path`` (opened once per file) and creates a
-    container of ``num_models`` model instances, so that up to that many runs
-    proceed concurrently. Prefer :func:`aoti_cy.load` for `.pt2` packages.
+    ``ModelContainer(path, device="cpu", num_models=1, cubin_dir=None,
+    check_inputs=True)`` loads the model library at ``path`` (opened once per
+    file) and creates a container of ``num_models`` model instances, so that
+    up to that many runs proceed concurrently. Prefer :func:`aoti_cy.load`
+    for `.pt2` packages.
+
+    Input checks: with ``check_inputs=True`` every run first calls the
+    model's own generated checks of each input's dtype, sizes, strides and
+    device (a few percent of the tiniest model's run), and a mismatch raises
+    ValueError. A non-contiguous CPU input the model rejects is copied to
+    contiguous memory and checked again; on CUDA it is rejected.
+    ``check_inputs=False`` skips them: a wrong shape or dtype then gives wrong
+    numbers, or reads out of bounds and may crash the process.
 
     Thread safety: ``run`` may be called from any number of threads at once;
     ``close`` waits for runs and constant updates in flight and makes later
@@ -168,9 +228,11 @@ cdef class ModelContainer(_Gated):
 
     def __cinit__(self, *args, **kwargs):
         self._handle = NULL
+        self._input_guards = NULL
         self._weights_lock = threading.Lock()
 
-    def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None):
+    def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None,
+                 *, check_inputs=True):
         if self.library is not None:
             raise RuntimeError("ModelContainer.__init__ called twice")
         if not isinstance(num_models, int) or num_models < 1:
@@ -182,6 +244,9 @@ cdef class ModelContainer(_Gated):
         # kernel drop the pages they were read from.
         self.library.release_file_pages()
         self._read_metadata()
+        self._check_inputs = bool(check_inputs)
+        if self._check_inputs:
+            self._input_guards = _input_guards_for(self.library, self._num_inputs)
         aoti_cy_gate_set_closed(&self._closed, 0)
 
     cdef _create(self, size_t num_models, object cubin_dir):
@@ -243,6 +308,8 @@ cdef class ModelContainer(_Gated):
         # No run can be in flight: every caller holds a reference to self.
         cdef AOTInductorModelContainerHandle handle = self._handle
         self._handle = NULL
+        aoti_cy_input_guards_free(<AotiCyInputGuards*>self._input_guards)
+        self._input_guards = NULL
         if handle != NULL:
             with nogil:
                 self.library.fn.container_delete(handle)
@@ -273,6 +340,12 @@ cdef class ModelContainer(_Gated):
     def num_inputs(self):
         """How many tensors :meth:`run` takes."""
         return self._num_inputs
+
+    @property
+    def check_inputs(self):
+        """Whether runs check inputs against the model's own dtype, shape,
+        stride and device checks (``check_inputs=`` at load)."""
+        return self._check_inputs
 
     @property
     def num_outputs(self):
@@ -447,6 +520,10 @@ cdef class ModelContainer(_Gated):
                         f"the model takes {self._num_inputs} inputs and "
                         f"{self._num_outputs} outputs, got {num_inputs} and "
                         f"{num_outputs}")
+            if self._input_guards != NULL:
+                _check_input_handles(<AotiCyInputGuards*>self._input_guards, inputs,
+                                     num_inputs, self._device_type == AOTI_CY_DEVICE_CPU,
+                                     self._input_names)
             if stream == NULL and self._device_type == AOTI_CY_DEVICE_CUDA:
                 current_cuda_stream(self._device_index, &stream)
             self._enter()
@@ -858,13 +935,14 @@ cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil:
     aoti_cy_free_handles(handles, count)
 
 
-def load(path, *, device=None, num_models=1, model_name="model"):
+def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True):
     """Load an AOTInductor artifact and return a :class:`ModelContainer`.
 
     ``path`` is a `.pt2` package (from ``aoti_compile_and_package``), an
     extracted package directory, or a bare model `.so`. ``device=None`` means
     the device the model was compiled for. ``model_name`` picks one model of
-    a package that holds several.
+    a package that holds several. ``check_inputs`` is as for
+    :class:`ModelContainer`.
     """
     cdef ModelContainer container
     artifact = _package.open_artifact(path, model_name)
@@ -873,7 +951,7 @@ def load(path, *, device=None, num_models=1, model_name="model"):
             device = artifact.device
         container = ModelContainer(
             artifact.library_path, device=device, num_models=num_models,
-            cubin_dir=artifact.cubin_dir)
+            cubin_dir=artifact.cubin_dir, check_inputs=check_inputs)
         container._package = artifact
         artifact.load_weights_into(container)
     except BaseException:
@@ -888,17 +966,19 @@ cdef class Model(_Gated):
     container's pool, locking or constant buffers: the C ABI's bare-metal
     path, for CPU models.
 
-    ``Model(library_path, constants=None)`` uses the model's own embedded
-    constants, or ``constants`` (original FQN or internal name -> CPU
-    tensor, every constant) instead. Runs are serialised: one instance runs
-    one call at a time (use a container for concurrency).
+    ``Model(library_path, constants=None, check_inputs=True)`` uses the
+    model's own embedded constants, or ``constants`` (original FQN or
+    internal name -> CPU tensor, every constant) instead. Runs are
+    serialised: one instance runs one call at a time (use a container for
+    concurrency). ``check_inputs`` is as for :class:`ModelContainer`.
     """
 
     def __cinit__(self, *args, **kwargs):
         self._handle = NULL
+        self._input_guards = NULL
         self._lock = threading.Lock()
 
-    def __init__(self, library_path, constants=None):
+    def __init__(self, library_path, constants=None, *, check_inputs=True):
         cdef AOTInductorModelHandle handle = NULL
         cdef AOTIRuntimeError status
         cdef ModelLibrary lib
@@ -907,7 +987,7 @@ cdef class Model(_Gated):
             raise RuntimeError("Model.__init__ called twice")
         # The single-instance ABI cannot describe the model: read its inputs,
         # outputs and constants from a short-lived container of the same .so.
-        probe = ModelContainer(library_path, device="cpu")
+        probe = ModelContainer(library_path, device="cpu", check_inputs=check_inputs)
         with probe:
             self._input_names = probe.input_names
             self._output_names = probe.output_names
@@ -922,6 +1002,9 @@ cdef class Model(_Gated):
         self.library = lib = probe.library
         self._num_inputs = len(self._input_names)
         self._num_outputs = len(self._output_names)
+        self._check_inputs = bool(check_inputs)
+        if self._check_inputs:
+            self._input_guards = _input_guards_for(lib, self._num_inputs)
         # Created from the embedded constants, then given the user's: models
         # created straight from a constant map (CreateV2 with pairs) have no
         # constants array and fail at their first run (torch 2.13).
@@ -941,6 +1024,8 @@ cdef class Model(_Gated):
     def __dealloc__(self):
         cdef AOTInductorModelHandle handle = self._handle
         self._handle = NULL
+        aoti_cy_input_guards_free(<AotiCyInputGuards*>self._input_guards)
+        self._input_guards = NULL
         if handle != NULL:
             with nogil:
                 self.library.fn.model_delete(handle)
@@ -977,6 +1062,11 @@ cdef class Model(_Gated):
     def output_names(self):
         """The model's output names, in return order."""
         return self._output_names
+
+    @property
+    def check_inputs(self):
+        """Whether runs check their inputs (see :class:`ModelContainer`)."""
+        return self._check_inputs
 
     @property
     def constants(self):
@@ -1017,17 +1107,25 @@ cdef class Model(_Gated):
         aoti_cy_handles_from_tensors(PySequence_Fast_ITEMS(inputs), num_inputs,
                                      input_handles, device, <PyObject*>self._input_names,
                                      keep_handles)
-        with self._lock:   # one instance, one run at a time
-            with nogil:
-                entered = aoti_cy_gate_enter(&self._active_runs, &self._closed)
-                if entered:
-                    status = self.library.fn.model_run(
-                        self._handle, input_handles, output_handles)
-                    aoti_cy_gate_leave(&self._active_runs)
-        aoti_cy_free_handles(keep_handles, num_inputs)   # with the GIL, as in _run
+        try:
+            if self._input_guards != NULL:
+                with nogil:
+                    _check_input_handles(<AotiCyInputGuards*>self._input_guards,
+                                         input_handles, num_inputs, True,
+                                         self._input_names)
+            with self._lock:   # one instance, one run at a time
+                with nogil:
+                    entered = aoti_cy_gate_enter(&self._active_runs, &self._closed)
+                    if entered:
+                        status = self.library.fn.model_run(
+                            self._handle, input_handles, output_handles)
+                        aoti_cy_gate_leave(&self._active_runs)
+        finally:
+            aoti_cy_free_handles(keep_handles, num_inputs)   # with the GIL, as in _run
+            if status != AOTI_RUNTIME_SUCCESS:
+                aoti_cy_free_handles(input_handles, num_inputs)
+                aoti_cy_free_handles(output_handles, num_outputs)
         if status != AOTI_RUNTIME_SUCCESS:
-            aoti_cy_free_handles(input_handles, num_inputs)
-            aoti_cy_free_handles(output_handles, num_outputs)
             if not entered:
                 _raise_closed()
             self.library.check(status, "AOTInductorModelRun")

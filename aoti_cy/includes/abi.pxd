@@ -128,3 +128,9 @@ ctypedef AOTIRuntimeError (*GetLastErrorFn)(const char** message) noexcept nogil
 # libtorch's CUDA shim (libtorch_cuda.so), not the model: the current stream.
 ctypedef int32_t (*GetCurrentCudaStreamFn)(
     int32_t device_index, void** ret_stream) noexcept nogil
+
+
+# Not part of interface.h: the input check inductor generates in every model,
+# `static void check_input_<i>(AtenTensorHandle* input_handles)`, found in the
+# library's symbol table (see csrc/input_guards.h). Throws on a mismatch.
+ctypedef void (*InputCheckFn)(AtenTensorHandle* input_handles) noexcept nogil

@@ -1,0 +1,236 @@
+// Input guards: the model's own input checks, plus rank, memo and view copy
+// (see input_guards.h).
+#include "input_guards.h"
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+inline at::Tensor* from_handle(AtenTensorOpaque* handle) {
+  return reinterpret_cast<at::Tensor*>(handle);
+}
+
+// Layouts with more dims than this are checked every time, not memoised.
+constexpr int kMaxMemoDims = 8;
+
+// The first layout an input's check accepted. Written once (state 0 -> 1 ->
+// 2) and read by any thread once state is 2.
+struct Layout {
+  std::atomic<int> state{0};
+  caffe2::TypeMeta dtype;
+  c10::DeviceType device_type = c10::DeviceType::CPU;
+  int64_t ndim = 0;
+  int64_t sizes[kMaxMemoDims] = {};
+  int64_t strides[kMaxMemoDims] = {};
+
+  // The per-run fast path: a handful of loads and compares.
+  bool matches(const c10::TensorImpl& t) const {
+    if (state.load(std::memory_order_acquire) != 2) return false;
+    if (t.dtype() != dtype || t.device_type() != device_type || t.dim() != ndim) {
+      return false;
+    }
+    const int64_t* s = t.sizes().data();
+    const int64_t* st = t.strides().data();
+    for (int64_t k = 0; k < ndim; ++k) {
+      if (s[k] != sizes[k] || st[k] != strides[k]) return false;
+    }
+    return true;
+  }
+
+  void remember(const c10::TensorImpl& t) {
+    if (t.dim() > kMaxMemoDims) return;
+    int expected = 0;
+    if (!state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) return;
+    dtype = t.dtype();
+    device_type = t.device_type();
+    ndim = t.dim();
+    std::copy(t.sizes().begin(), t.sizes().end(), sizes);
+    std::copy(t.strides().begin(), t.strides().end(), strides);
+    state.store(2, std::memory_order_release);
+  }
+};
+
+struct Guard {
+  AotiCyInputCheck check = nullptr;
+  std::atomic<int> rank{-1};  // the model's rank for this input, -1 until learned
+  Layout accepted;
+};
+
+// Runs one model check; false with its message in `reason` if it throws.
+// The model's messages read "input_handles[i]: <reason>\n": keep <reason>.
+bool passes(AotiCyInputCheck check, AtenTensorOpaque** handles, std::string* reason) {
+  try {
+    check(handles);
+    return true;
+  } catch (const std::exception& e) {
+    *reason = e.what();
+  } catch (...) {
+    *reason = "the model's input check failed";
+  }
+  const std::string prefix = "input_handles[";
+  const size_t colon = reason->find("]: ");
+  if (reason->compare(0, prefix.size(), prefix) == 0 && colon != std::string::npos) {
+    reason->erase(0, colon + 3);
+  }
+  while (!reason->empty() && std::isspace(static_cast<unsigned char>(reason->back()))) {
+    reason->pop_back();
+  }
+  return false;
+}
+
+// Whether input `i`'s check accepts a tensor of `like`'s dtype and device
+// with these sizes and strides. The probe holds no data: checks read only
+// metadata.
+bool accepts_layout(AotiCyInputCheck check, AtenTensorOpaque** handles, size_t i,
+                    const at::Tensor& like, c10::IntArrayRef sizes,
+                    c10::IntArrayRef strides) {
+  at::Tensor probe = at::empty(
+      {0}, at::TensorOptions().dtype(like.scalar_type()).device(like.device()));
+  probe.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
+  AtenTensorOpaque* real = handles[i];
+  handles[i] = reinterpret_cast<AtenTensorOpaque*>(&probe);
+  std::string ignored;
+  const bool ok = passes(check, handles, &ignored);
+  handles[i] = real;
+  return ok;
+}
+
+std::string rank_message(int64_t ndim, const std::string& expected) {
+  return "it has " + std::to_string(ndim) + " dimensions, the model expects " + expected;
+}
+
+// The checks compare sizes[k] and strides[k] for the dims the model knows
+// and never the rank: a tensor with extra trailing dims passes them. Learn
+// the rank from two probes that mark one dim with size 0 and stride -7,
+// which no checked dim accepts: a dim past `tensor`'s last must go
+// unchecked, and its last dim must be checked. Returns "" (and stores the
+// rank) when `tensor`'s rank is the model's, else why not.
+std::string learn_rank(Guard& guard, AtenTensorOpaque** handles, size_t i,
+                       const at::Tensor& tensor) {
+  constexpr int64_t kMarkSize = 0, kMarkStride = -7;
+  const int64_t ndim = tensor.dim();
+  std::vector<int64_t> sizes(tensor.sizes().begin(), tensor.sizes().end());
+  std::vector<int64_t> strides(tensor.strides().begin(), tensor.strides().end());
+  sizes.push_back(kMarkSize);
+  strides.push_back(kMarkStride);
+  if (!accepts_layout(guard.check, handles, i, tensor, sizes, strides)) {
+    return rank_message(ndim, "more");
+  }
+  if (ndim > 0) {
+    sizes.pop_back();
+    strides.pop_back();
+    sizes.back() = kMarkSize;
+    strides.back() = kMarkStride;
+    if (accepts_layout(guard.check, handles, i, tensor, sizes, strides)) {
+      return rank_message(ndim, "fewer");
+    }
+  }
+  guard.rank.store(static_cast<int>(ndim), std::memory_order_relaxed);
+  return "";
+}
+
+// Why input `i` does not fit the model, or "" if it does.
+std::string mismatch(Guard& guard, AtenTensorOpaque** handles, size_t i, bool copy_views) {
+  if (handles[i] == nullptr) return "it is a NULL handle";
+  at::Tensor* tensor = from_handle(handles[i]);
+  const int rank = guard.rank.load(std::memory_order_relaxed);
+  // With the rank known, compare it first: the check reads sizes[k] for every
+  // dim the model knows, past the end of a smaller tensor's sizes.
+  if (rank >= 0 && tensor->defined() && rank != tensor->dim()) {
+    return rank_message(tensor->dim(), std::to_string(rank));
+  }
+  std::string why;
+  if (!passes(guard.check, handles, &why)) {
+    if (!copy_views || !tensor->defined() || tensor->is_contiguous()) return why;
+    *tensor = tensor->contiguous();  // the caller's own tensor is untouched
+    if (!passes(guard.check, handles, &why)) return why;
+  }
+  if (rank < 0) {
+    why = learn_rank(guard, handles, i, *tensor);
+    if (!why.empty()) return why;
+  }
+  guard.accepted.remember(*tensor->unsafeGetTensorImpl());
+  return "";
+}
+
+std::string describe(const at::Tensor& tensor) {
+  if (!tensor.defined()) return "an undefined tensor";
+  return std::string(c10::toString(tensor.scalar_type())) + " " +
+         c10::str(tensor.sizes()) + " on " + tensor.device().str();
+}
+
+// Input `i` through the model's check and the rank check; false with the
+// reason in `reason` when it does not fit. Kept out of line: the fast path
+// in aoti_cy_check_inputs builds no strings.
+__attribute__((noinline)) bool check_slowly(Guard& guard, AtenTensorOpaque** handles,
+                                            size_t i, bool copy_views, char* reason,
+                                            size_t size) {
+  std::string why;
+  try {
+    why = mismatch(guard, handles, i, copy_views);
+    if (why.empty()) return true;
+    if (handles[i] != nullptr) why += " (got " + describe(*from_handle(handles[i])) + ")";
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  if (size > 0) {
+    const size_t length = std::min(why.size(), size - 1);
+    why.copy(reason, length);
+    reason[length] = '\0';
+  }
+  return false;
+}
+
+}  // namespace
+
+struct AotiCyInputGuards {
+  size_t count = 0;
+  std::unique_ptr<Guard[]> guards;
+};
+
+extern "C" {
+
+AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size_t n) {
+  try {
+    auto result = std::make_unique<AotiCyInputGuards>();
+    result->count = n;
+    result->guards = std::make_unique<Guard[]>(n);
+    for (size_t i = 0; i < n; ++i) result->guards[i].check = checks[i];
+    return result.release();
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+void aoti_cy_input_guards_free(AotiCyInputGuards* guards) {
+  delete guards;
+}
+
+long aoti_cy_check_inputs(AotiCyInputGuards* guards, AtenTensorOpaque** handles,
+                          size_t n, int copy_views, char* reason, size_t size) {
+  const size_t count = std::min(n, guards->count);
+  for (size_t i = 0; i < count; ++i) {
+    const Guard& guard = guards->guards[i];
+    const at::Tensor* tensor = from_handle(handles[i]);
+    if (guard.check == nullptr ||
+        (tensor != nullptr && tensor->defined() &&
+         guard.accepted.matches(*tensor->unsafeGetTensorImpl()))) {
+      continue;
+    }
+    if (!check_slowly(guards->guards[i], handles, i, copy_views != 0, reason, size)) {
+      return static_cast<long>(i);
+    }
+  }
+  return -1;
+}
+
+}  // extern "C"

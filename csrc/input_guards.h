@@ -1,0 +1,47 @@
+/* Checking a run's inputs with the model's own generated checks, fast.
+ *
+ * Inductor generates `static void check_input_<i>(AtenTensorHandle*)` in
+ * every model: the input's dtype, each size and stride it knows, and its
+ * device type, throwing std::runtime_error on a mismatch. The model itself
+ * runs them only under AOTI_RUNTIME_CHECK_INPUTS=1, together with a costly
+ * size/stride assertion per input. A guard calls them directly (aoti_cy finds
+ * them in the library's symbol table) and adds what they lack:
+ *   - the input's rank, which they never compare (learned once per input);
+ *   - a memo of the first layout they accepted, so that the usual call, with
+ *     the same dtype, sizes and strides every time, costs a few compares
+ *     (the checks cross into libtorch several times per input);
+ *   - on CPU, a contiguous copy of a non-contiguous input they reject.
+ * Plain C declarations: no torch include path needed to use this header.
+ */
+#pragma once
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct AtenTensorOpaque AtenTensorOpaque;
+
+/* A model's check of input `i`: reads `handles[i]`, throws when it does not fit. */
+typedef void (*AotiCyInputCheck)(AtenTensorOpaque** handles);
+
+typedef struct AotiCyInputGuards AotiCyInputGuards;
+
+/* Guards for `n` inputs from `checks[0:n]` (a NULL check leaves that input
+ * unchecked), or NULL if out of memory. */
+AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size_t n);
+void aoti_cy_input_guards_free(AotiCyInputGuards* guards);
+
+/* Checks the `n` input handles. With `copy_views`, an input rejected while
+ * not contiguous (a transposed, strided or expanded view) is replaced in
+ * `handles` by a contiguous copy, which is checked instead. Returns -1 when
+ * every input fits, else the index of the first that does not, with the
+ * reason in `reason` (NUL-terminated, cut to `size` bytes). Needs no GIL;
+ * any number of threads may share one set of guards. */
+long aoti_cy_check_inputs(AotiCyInputGuards* guards, AtenTensorOpaque** handles,
+                          size_t n, int copy_views, char* reason, size_t size);
+
+#ifdef __cplusplus
+}
+#endif

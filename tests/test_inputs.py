@@ -1,0 +1,199 @@
+"""Every public entry point, given every kind of wrong or unusual input: a
+clear exception or the eager result, never a wrong number or a crash.
+
+The model is multi_io: three float32 (4, 5) inputs, outputs a + b, b * c and
+(a - c).sum(-1). Each case swaps input 1 (b) for something else.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import aoti_cy
+from conftest import extract_library
+
+
+def _base():
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(4, 5, generator=g) for _ in range(3)]
+
+
+def _wide():
+    return torch.randn(4, 10)
+
+
+# name -> (input 1, None for "same result as eager" or (exception, message regex))
+CASES = {
+    # wrong values
+    "none": (None, (TypeError, r"input 1 \('.*'\) must be a torch.Tensor")),
+    "int": (3, (TypeError, "must be a torch.Tensor")),
+    "list": ([[1.0] * 5] * 4, (TypeError, "must be a torch.Tensor")),
+    "float64": (torch.randn(4, 5, dtype=torch.float64), (ValueError, r"input 1 .*dtype.*Double")),
+    "int32": (torch.ones(4, 5, dtype=torch.int32), (ValueError, "dtype.*Int")),
+    "bool": (torch.ones(4, 5, dtype=torch.bool), (ValueError, "dtype.*Bool")),
+    "float16": (torch.ones(4, 5, dtype=torch.float16), (ValueError, "dtype.*Half")),
+    "meta": (torch.empty(4, 5, device="meta"), (ValueError, r"input 1 .*is on meta but the model runs on cpu")),
+    "rank3": (torch.randn(1, 4, 5), (ValueError, "has 3 dimensions, the model expects 2")),
+    "rank3_trailing": (torch.randn(4, 5, 1), (ValueError, "has 3 dimensions, the model expects 2")),
+    "rank1": (torch.randn(20), (ValueError, "has 1 dimensions, the model expects 2")),
+    "rank0": (torch.tensor(1.0), (ValueError, "has 0 dimensions, the model expects 2")),
+    "short_rows": (torch.randn(3, 5), (ValueError, "dim value at 0, expected: 4, but got: 3")),
+    "long_cols": (torch.randn(4, 6), (ValueError, "dim value at 1, expected: 5, but got: 6")),
+    "broadcastable": (torch.randn(1, 5), (ValueError, "dim value at 0")),
+    "zero_rows": (torch.randn(0, 5), (ValueError, "expected: 4, but got: 0")),
+    "zero_both": (torch.randn(0, 0), (ValueError, "expected: 4, but got: 0")),
+    "sparse": (torch.randn(4, 5).to_sparse(), (ValueError, "input 1")),
+    # right values, unusual memory: copied to contiguous memory, eager result
+    "transposed": (torch.randn(5, 4).t(), None),
+    "column_slice": (_wide()[:, ::2], None),
+    "offset_slice": (torch.randn(6, 5)[2:], None),
+    "expanded": (torch.randn(1, 5).expand(4, 5), None),
+    "stride0_both": (torch.randn(1, 1).expand(4, 5), None),
+    "flipped_view": (torch.randn(4, 5).flip(0), None),
+    "requires_grad": (torch.randn(4, 5, requires_grad=True), None),
+    "numpy": (torch.randn(4, 5).numpy(), None),
+    "numpy_transposed": (torch.randn(5, 4).numpy().T, None),
+}
+
+
+def _eager(inputs):
+    a, b, c = [torch.as_tensor(t) for t in inputs]
+    with torch.no_grad():
+        return [a + b, b * c, (a - c).sum(dim=-1)]
+
+
+@pytest.fixture(scope="module")
+def multi_io_library(package, tmp_path_factory):
+    return extract_library(package("multi_io"), tmp_path_factory.mktemp("multi_io"))
+
+
+@pytest.fixture(scope="module", params=["run", "run_single_threaded", "call", "model_run"])
+def entry(request, package, multi_io_library):
+    """(name, function taking a list of inputs and returning a list of outputs)."""
+    if request.param == "model_run":
+        model = aoti_cy.Model(multi_io_library)
+        run = model.run
+    else:
+        model = aoti_cy.load(package("multi_io"))
+        run = {"run": model.run, "run_single_threaded": model.run_single_threaded,
+               "call": lambda inputs: list(model(*inputs))}[request.param]
+    yield request.param, run
+    model.close()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_input_matrix(entry, case):
+    _, run = entry
+    bad, expected = CASES[case]
+    inputs = _base()
+    inputs[1] = bad
+    if expected is None:
+        outputs = run(inputs)
+        for got, want in zip(outputs, _eager(inputs), strict=True):
+            assert not got.requires_grad
+            torch.testing.assert_close(got, want)
+        return
+    error, message = expected
+    with pytest.raises(error, match=message):
+        run(inputs)
+    # The model is unharmed and the caller's tensor untouched.
+    good = _base()
+    torch.testing.assert_close(run(good)[0], good[0] + good[1])
+
+
+@pytest.mark.parametrize("count", [0, 2, 4])
+def test_wrong_count_on_every_entry_point(entry, count):
+    _, run = entry
+    inputs = (_base() * 2)[:count]
+    with pytest.raises(ValueError, match=f"takes 3 inputs .* got {count}"):
+        run(inputs)
+
+
+def test_views_are_copied_not_modified(package):
+    with aoti_cy.load(package("multi_io")) as model:
+        inputs = _base()
+        view = torch.randn(5, 4).t()
+        inputs[1] = view
+        before = view.clone()
+        model.run(inputs)
+        assert view.stride() == (1, 4)
+        torch.testing.assert_close(view, before, rtol=0, atol=0)
+
+
+def test_rank_is_checked_after_it_is_learned(package):
+    # The first call learns the rank; later calls compare it before running
+    # the model's check (which would read sizes past a smaller tensor's end).
+    with aoti_cy.load(package("multi_io")) as model:
+        model.run(_base())
+        for shape in [(20,), (), (4, 5, 1), (1, 1, 4, 5)]:
+            inputs = _base()
+            inputs[0] = torch.randn(shape)
+            with pytest.raises(ValueError, match=rf"has {len(shape)} dimensions, the model expects 2"):
+                model.run(inputs)
+
+
+def test_wrong_rank_on_first_call_is_caught(package):
+    for shape in [(4, 5, 1), (20,)]:
+        with aoti_cy.load(package("multi_io")) as model:
+            inputs = _base()
+            inputs[2] = torch.randn(shape)
+            with pytest.raises(ValueError, match="input 2 .*dim"):
+                model.run(inputs)
+
+
+def test_check_inputs_false_runs_right_inputs(package):
+    with aoti_cy.load(package("multi_io"), check_inputs=False) as model:
+        assert model.check_inputs is False
+        inputs = _base()
+        for got, want in zip(model.run(inputs), _eager(inputs)):
+            torch.testing.assert_close(got, want)
+        with pytest.raises(TypeError):
+            model.run([inputs[0], None, inputs[2]])   # types and counts are still checked
+
+
+def test_checks_are_on_by_default(package):
+    with aoti_cy.load(package("multi_io")) as model:
+        assert model.check_inputs is True
+
+
+def test_stripped_library_needs_an_explicit_choice(package, tmp_path):
+    library = extract_library(package("add_one"), tmp_path)
+    stripped = str(tmp_path / "stripped.so")
+    strip = subprocess.run(["strip", "-o", stripped, library], capture_output=True)
+    if strip.returncode != 0:
+        pytest.skip(f"strip failed: {strip.stderr.decode()}")
+    with pytest.raises(aoti_cy.PackageError, match="no input-check functions.*check_inputs=False"):
+        aoti_cy.ModelContainer(stripped)
+    with aoti_cy.ModelContainer(stripped, check_inputs=False) as model:
+        x = torch.randn(8)
+        torch.testing.assert_close(model.run([x])[0], x + 1)
+
+
+def test_library_checks_under_env_raise_aoti_error(package, tmp_path):
+    # With AOTI_RUNTIME_CHECK_INPUTS=1 the model checks its own inputs inside
+    # the C call: a failed run comes back as AOTIError with the model's
+    # message, and the container keeps working. (In a child process: each
+    # library reads the variable once.)
+    library = extract_library(package("add_one"), tmp_path)
+    script = textwrap.dedent(f"""
+        import torch, aoti_cy
+        model = aoti_cy.ModelContainer({library!r}, check_inputs=False)
+        try:
+            model.run([torch.randn(3)])
+        except aoti_cy.AOTIError as e:
+            assert e.function == "AOTInductorModelContainerRun", e.function
+            assert "expected: 8" in e.detail, e.detail
+            print("raised")
+        x = torch.randn(8)
+        torch.testing.assert_close(model.run([x])[0], x + 1)
+        print("healthy")
+    """)
+    env = dict(os.environ, AOTI_RUNTIME_CHECK_INPUTS="1")
+    result = subprocess.run([sys.executable, "-c", script], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["raised", "healthy"]
