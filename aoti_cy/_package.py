@@ -37,7 +37,7 @@ class Artifact:
         self.weights_config = weights_config    # weights_config.json (pickled weights)
         self.weights_dir = weights_dir          # where that config's files are
         self._tempdir = tempdir
-        self._finalizer = (weakref.finalize(self, shutil.rmtree, tempdir, True)
+        self._finalizer = (weakref.finalize(self, _remove_private_dir, tempdir, os.getpid())
                            if tempdir is not None else None)
 
     @property
@@ -75,6 +75,13 @@ class Artifact:
         """Remove the private directory, if any. Idempotent."""
         if self._finalizer is not None:
             self._finalizer()
+
+
+def _remove_private_dir(tempdir, owner_pid):
+    # A forked child inherits the finalizer at exit; the directory is still
+    # the parent's, in use by its loaded model.
+    if os.getpid() == owner_pid:
+        shutil.rmtree(tempdir, ignore_errors=True)
 
 
 def open_artifact(path, model_name="model"):

@@ -23,6 +23,7 @@ cdef class _Gated:
     cdef readonly ModelLibrary library
     cdef int _active_runs          # touched only through csrc/run_gate.h
     cdef int _closed               # idem; 1 until created, 1 again once closed
+    cdef object __weakref__
     cdef int _check_open(self) except -1
     cdef int _enter(self) except -1 nogil
     cdef void _leave(self) noexcept nogil

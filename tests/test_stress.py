@@ -1,0 +1,225 @@
+"""Lifetime, threads, fork and leaks under load: no crash, no deadlock (every
+wait has a time limit), nothing left behind."""
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+
+import pytest
+import torch
+
+import aoti_cy
+from conftest import aoti_tempdirs, extract_library
+
+JOIN_TIMEOUT = 120   # seconds; a thread still alive after this is a deadlock
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _join_all(threads):
+    deadline = time.monotonic() + JOIN_TIMEOUT
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "threads still running: deadlock?"
+
+
+def test_close_while_four_threads_run(package, example):
+    inputs = example("matmul").inputs()
+    expected = example("matmul").eager()(*inputs)
+    model = aoti_cy.load(package("matmul"), num_models=2)
+    outputs, errors, started = [], [], threading.Barrier(5)
+
+    def worker():
+        started.wait()
+        try:
+            while True:
+                outputs.append(model.run(inputs)[0])
+        except RuntimeError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.1)
+    model.close()
+    _join_all(threads)
+    assert len(errors) == 4 and all("closed" in str(e) for e in errors), errors
+    assert outputs, "no run finished before close()"
+    for out in outputs:
+        torch.testing.assert_close(out, expected)
+
+
+def test_last_reference_dropped_while_a_run_is_in_flight(package, example):
+    before = aoti_tempdirs()
+    inputs = example("heavy").inputs()
+    model = aoti_cy.load(package("heavy"))
+    alive = weakref.ref(model)
+    results = []
+    thread = threading.Thread(target=lambda run=model.run: results.append(run(inputs)))
+    thread.start()
+    del model            # the worker's bound method now holds the only reference
+    time.sleep(0.02)
+    assert alive() is not None and thread.is_alive(), "the run should still be in flight"
+    _join_all([thread])
+    assert len(results) == 1 and results[0][0].shape == (512, 512)
+    del thread
+    gc.collect()
+    assert alive() is None
+    assert aoti_tempdirs() == before
+
+
+def test_many_containers_from_one_library(package, example, tmp_path):
+    library = extract_library(package("add_one"), tmp_path)
+    x = example("add_one").inputs()[0]
+
+    def cycle(n):
+        for _ in range(n):
+            with aoti_cy.ModelContainer(library) as model:
+                torch.testing.assert_close(model.run([x])[0], x + 1)
+            model = aoti_cy.ModelContainer(library)    # dropped without close()
+            model.run([x])
+            del model
+
+    cycle(50)
+    gc.collect()
+    fds, rss = _open_fds(), _rss_bytes()
+    cycle(500)
+    gc.collect()
+    assert _open_fds() == fds
+    assert _rss_bytes() - rss < 8 << 20
+
+
+def test_many_loads_of_one_package_leave_nothing_behind(package, example):
+    before_dirs, before_fds = aoti_tempdirs(), _open_fds()
+    x = example("add_one").inputs()[0]
+    for i in range(100):
+        model = aoti_cy.load(package("add_one"))
+        torch.testing.assert_close(model.run([x])[0], x + 1)
+        if i % 2:
+            model.close()
+        del model
+    gc.collect()
+    assert aoti_tempdirs() == before_dirs
+    assert _open_fds() == before_fds
+
+
+def test_concurrent_loads_of_different_packages(package, example):
+    names = ["add_one", "multi_io", "mlp", "four_three", "same_twice", "folding"]
+    paths = {name: package(name) for name in names}   # compiled before the race
+    # Eager results first: building the eager models seeds the global RNG.
+    cases = {}
+    for name in names:
+        inputs = example(name).inputs()
+        expected = example(name).eager()(*inputs)
+        cases[name] = inputs, expected if isinstance(expected, tuple) else (expected,)
+    before = aoti_tempdirs()
+    errors, checked = [], []
+    barrier = threading.Barrier(len(names) * 2)
+
+    def worker(name):
+        inputs, expected = cases[name]
+        try:
+            barrier.wait()
+            for _ in range(5):
+                with aoti_cy.load(paths[name]) as model:
+                    for got, want in zip(model.run(inputs), expected, strict=True):
+                        torch.testing.assert_close(got, want)
+            checked.append(name)
+        except BaseException as e:   # reported below, with the model's name
+            errors.append((name, e))
+
+    # Two threads per package: the same file loaded concurrently too.
+    threads = [threading.Thread(target=worker, args=(n,)) for n in names * 2]
+    for t in threads:
+        t.start()
+    _join_all(threads)
+    assert not errors, errors
+    assert sorted(checked) == sorted(names * 2)
+    gc.collect()
+    assert aoti_tempdirs() == before
+
+
+FORK_SCRIPT = """
+import os, sys, torch, aoti_cy
+model = aoti_cy.load({path!r})
+package_dir = os.path.dirname(model.library_path)
+x = torch.randn(8)
+torch.testing.assert_close(model.run([x])[0], x + 1)
+pid = os.fork()
+if pid == 0:
+    if {child_runs}:
+        torch.testing.assert_close(model.run([x])[0], x + 1)
+    sys.exit(0)         # a normal exit: finalizers and atexit run in the child
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert os.path.isdir(package_dir), "the child removed the parent's package files"
+torch.testing.assert_close(model.run([x])[0], x + 1)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("child_runs", [False, True])
+def test_fork_after_load(package, child_runs):
+    script = FORK_SCRIPT.format(path=package("add_one"), child_runs=child_runs)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                            text=True, timeout=JOIN_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# ---- leaks ------------------------------------------------------------------
+
+
+def test_no_leak_over_1e5_runs(package, example):
+    inputs = example("add_one").inputs()
+    with aoti_cy.load(package("add_one")) as model:
+        run = model.run
+        for _ in range(10_000):
+            run(inputs)
+        gc.collect()
+        rss, fds = _rss_bytes(), _open_fds()
+        for _ in range(100_000):
+            run(inputs)
+        gc.collect()
+        assert _rss_bytes() - rss < 4 << 20
+        assert _open_fds() == fds
+
+
+FAILING_CALLS = {
+    "wrong shape": lambda x: [x[0][:2], x[1], x[2]],
+    "wrong rank": lambda x: [x[0].unsqueeze(0), x[1], x[2]],
+    "wrong dtype": lambda x: [x[0].double(), x[1], x[2]],
+    "wrong count": lambda x: x[:2],
+    "not a tensor": lambda x: [x[0], None, x[2]],
+}
+
+
+def test_no_leak_over_1e4_failing_runs(package, example):
+    good = example("multi_io").inputs()
+    calls = [make(good) for make in FAILING_CALLS.values()]
+    with aoti_cy.load(package("multi_io")) as model:
+        def fail(n):
+            for i in range(n):
+                with pytest.raises((ValueError, TypeError)):
+                    model.run(calls[i % len(calls)])
+        fail(2_000)
+        gc.collect()
+        rss, fds, dirs = _rss_bytes(), _open_fds(), aoti_tempdirs()
+        fail(10_000)
+        gc.collect()
+        assert _rss_bytes() - rss < 4 << 20
+        assert _open_fds() == fds and aoti_tempdirs() == dirs
+        assert len(model.run(good)) == 3
