@@ -93,6 +93,18 @@ cdef str _dlerror():
     return message.decode("utf-8", "replace") if message != NULL else "unknown error"
 
 
+cdef int _raise_aoti_error(const char* function, const char* message) except -1 with gil:
+    # Apart from check() so that check(), called after every run without the
+    # GIL, holds no Python object: Cython would take the GIL to release one
+    # even on the success path.
+    if message != NULL and message[0] != 0:
+        detail = message.decode("utf-8", "replace")
+    else:
+        detail = ("the runtime printed its reason to stderr (this model "
+                  "does not export AOTInductorGetLastError)")
+    raise AOTIError(function.decode(), detail)
+
+
 cdef class ModelLibrary:
     """One opened model `.so` and its resolved C entry points.
 
@@ -210,13 +222,7 @@ cdef class ModelLibrary:
         if self.fn.get_last_error != NULL:
             if self.fn.get_last_error(&message) != AOTI_RUNTIME_SUCCESS:
                 message = NULL
-        with gil:
-            if message != NULL and message[0] != 0:
-                detail = message.decode("utf-8", "replace")
-            else:
-                detail = ("the runtime printed its reason to stderr (this model "
-                          "does not export AOTInductorGetLastError)")
-            raise AOTIError(function.decode(), detail)
+        return _raise_aoti_error(function, message)
 
     def release_file_pages(self):
         """Drop this library's read-only file pages from memory.
