@@ -53,6 +53,22 @@ def test_device_mismatch_is_refused_before_the_call(cuda_package, package):
             model.run([torch.randn(8, device="cuda")])
 
 
+def test_cuda_inputs_are_checked(cuda_package):
+    with aoti_cy.load(cuda_package("multi_io")) as model:
+        assert model.check_inputs
+        good = EXAMPLES["multi_io"].inputs("cuda")
+        for bad, message in [
+                (good[1][:2], "dim value at 0, expected: 4, but got: 2"),
+                (good[1].double(), "dtype"),
+                (good[1].unsqueeze(-1), "has 3 dimensions, the model expects 2"),
+                # A view is not copied on CUDA (the copy would be ordered on
+                # torch's current stream, not necessarily the run's): refused.
+                (torch.randn(5, 4, device="cuda").t(), r"stride.*x\.contiguous\(\)")]:
+            with pytest.raises(ValueError, match=message):
+                model.run([good[0], bad, good[2]])
+        torch.testing.assert_close(model.run(good)[0], good[0] + good[1])
+
+
 def delayed_input(stream, x):
     """On ``stream``: a long spin, then x * 3 into a fresh tensor. A run that
     is not ordered after this work on ``stream`` reads zeros."""
