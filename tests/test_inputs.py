@@ -186,7 +186,10 @@ def test_library_checks_under_env_raise_aoti_error(package, tmp_path):
             model.run([torch.randn(3)])
         except aoti_cy.AOTIError as e:
             assert e.function == "AOTInductorModelContainerRun", e.function
-            assert "expected: 8" in e.detail, e.detail
+            if model.library.exported()["AOTInductorGetLastError"]:
+                assert "expected: 8" in e.detail, e.detail
+            else:   # older models print the reason to stderr
+                assert "stderr" in e.detail, e.detail
             print("raised")
         x = torch.randn(8)
         torch.testing.assert_close(model.run([x])[0], x + 1)
