@@ -448,11 +448,12 @@ cdef class ModelContainer(_Gated):
     cdef list _run(self, ContainerRunFn entry, const char* function,
                    object inputs, object stream):
         cdef AtenTensorHandle input_stack[STACK_HANDLES]
-        cdef AtenTensorHandle keep_stack[STACK_HANDLES]
+        cdef AotiCyTensorRef* keep_stack[STACK_HANDLES]
         cdef AtenTensorHandle output_stack[STACK_HANDLES]
-        cdef vector[AtenTensorHandle] input_heap, keep_heap, output_heap
+        cdef vector[AtenTensorHandle] input_heap, output_heap
+        cdef vector[AotiCyTensorRef*] keep_heap
         cdef AtenTensorHandle* input_handles = input_stack
-        cdef AtenTensorHandle* keep_handles = keep_stack
+        cdef AotiCyTensorRef** keep_refs = keep_stack
         cdef AtenTensorHandle* output_handles = output_stack
         cdef size_t num_inputs, num_outputs = self._num_outputs
         cdef AotiCyDevice device
@@ -469,7 +470,7 @@ cdef class ModelContainer(_Gated):
             input_heap.resize(num_inputs)
             keep_heap.resize(num_inputs)
             input_handles = input_heap.data()
-            keep_handles = keep_heap.data()
+            keep_refs = keep_heap.data()
         if num_outputs > STACK_HANDLES:
             output_heap.resize(num_outputs)
             output_handles = output_heap.data()
@@ -477,14 +478,14 @@ cdef class ModelContainer(_Gated):
         device.index = self._device_index
         aoti_cy_handles_from_tensors(
             PySequence_Fast_ITEMS(inputs), num_inputs, input_handles, device,
-            <PyObject*>self._input_names, keep_handles)
+            <PyObject*>self._input_names, keep_refs)
         try:
             with nogil:
                 self._invoke(entry, function, input_handles, num_inputs,
                              output_handles, num_outputs, raw_stream)
         finally:
             # Dropped here, with the GIL: see aoti_cy_handles_from_tensors.
-            aoti_cy_free_handles(keep_handles, num_inputs)
+            aoti_cy_drop_refs(keep_refs, num_inputs)
         return aoti_cy_list_from_handles(output_handles, num_outputs)
 
     cdef int run_handles(
@@ -1080,11 +1081,12 @@ cdef class Model(_Gated):
     def run(self, inputs):
         """Run on a list (or tuple) of CPU tensors; return a list of tensors."""
         cdef AtenTensorHandle input_stack[STACK_HANDLES]
-        cdef AtenTensorHandle keep_stack[STACK_HANDLES]
+        cdef AotiCyTensorRef* keep_stack[STACK_HANDLES]
         cdef AtenTensorHandle output_stack[STACK_HANDLES]
-        cdef vector[AtenTensorHandle] input_heap, keep_heap, output_heap
+        cdef vector[AtenTensorHandle] input_heap, output_heap
+        cdef vector[AotiCyTensorRef*] keep_heap
         cdef AtenTensorHandle* input_handles = input_stack
-        cdef AtenTensorHandle* keep_handles = keep_stack
+        cdef AotiCyTensorRef** keep_refs = keep_stack
         cdef AtenTensorHandle* output_handles = output_stack
         cdef size_t i, num_inputs = self._num_inputs, num_outputs = self._num_outputs
         cdef AotiCyDevice device
@@ -1096,7 +1098,7 @@ cdef class Model(_Gated):
             input_heap.resize(num_inputs)
             keep_heap.resize(num_inputs)
             input_handles = input_heap.data()
-            keep_handles = keep_heap.data()
+            keep_refs = keep_heap.data()
         if num_outputs > STACK_HANDLES:
             output_heap.resize(num_outputs)
             output_handles = output_heap.data()
@@ -1106,7 +1108,7 @@ cdef class Model(_Gated):
         device.index = -1
         aoti_cy_handles_from_tensors(PySequence_Fast_ITEMS(inputs), num_inputs,
                                      input_handles, device, <PyObject*>self._input_names,
-                                     keep_handles)
+                                     keep_refs)
         try:
             if self._input_guards != NULL:
                 with nogil:
@@ -1121,7 +1123,7 @@ cdef class Model(_Gated):
                             self._handle, input_handles, output_handles)
                         aoti_cy_gate_leave(&self._active_runs)
         finally:
-            aoti_cy_free_handles(keep_handles, num_inputs)   # with the GIL, as in _run
+            aoti_cy_drop_refs(keep_refs, num_inputs)   # with the GIL, as in _run
             if status != AOTI_RUNTIME_SUCCESS:
                 aoti_cy_free_handles(input_handles, num_inputs)
                 aoti_cy_free_handles(output_handles, num_outputs)

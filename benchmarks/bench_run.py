@@ -5,7 +5,8 @@ variant runs on the same inputs:
 
 - C floor: ``floor/c_floor.cpp`` driving the model's C ABI in a loop, no Python;
 - aoti_cy nogil loop: the cimport API (``floor/nogil_loop.pyx``), no GIL;
-- aoti_cy ``run`` and ``model(*args)``;
+- aoti_cy ``run`` and ``model(*args)`` (input checks on, the default), and
+  ``run`` of a container loaded with ``check_inputs=False``;
 - torch ``aoti_load_package(p).loader.run`` and ``aoti_load_package(p)(*args)``;
 - eager PyTorch.
 
@@ -33,6 +34,7 @@ MODELS = "add_one,four_three,mlp,matmul"
 FLOOR, NOGIL, RUN, CALL = "C floor", "aoti_cy nogil loop", "aoti_cy run", "aoti_cy model(*args)"
 LOADER, COMPILED, EAGER = "torch loader.run", "torch AOTICompiledModel()", "eager (no_grad)"
 GRAPH = "aoti_cy CUDA graph replay"
+UNCHECKED = "aoti_cy run, check_inputs=False"
 
 
 def per_call_us(fn, calls, sync):
@@ -55,6 +57,7 @@ def measure_one(name, calls, repeats, device):
     path = example.package(device)
     inputs = example.inputs(device)
     model = aoti_cy.load(path)
+    unchecked = aoti_cy.load(path, check_inputs=False)
     compiled = torch._inductor.aoti_load_package(path)
     loader = compiled.loader
     eager = example.eager(device)
@@ -87,6 +90,7 @@ def measure_one(name, calls, repeats, device):
 
         timed[FLOOR], timed[NOGIL] = floor, nogil
     variants = {RUN: lambda: model.run(inputs), CALL: lambda: model(*inputs),
+                UNCHECKED: lambda: unchecked.run(inputs),
                 LOADER: lambda: loader.run(inputs), COMPILED: lambda: compiled(*inputs),
                 EAGER: lambda: eager(*inputs)}
     if device != "cpu":
@@ -102,6 +106,7 @@ def measure_one(name, calls, repeats, device):
             for key, fn in timed.items():
                 samples[key].append(fn(calls))
     model.close()
+    unchecked.close()
     return {"inputs": len(inputs), "outputs": model.num_outputs,
             "us_per_call": {k: statistics.median(v) for k, v in samples.items()}}
 

@@ -20,6 +20,12 @@ inline at::Tensor* from_handle(AtenTensorOpaque* handle) {
   return reinterpret_cast<at::Tensor*>(handle);
 }
 
+using ImplPtr = c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
+
+inline AotiCyTensorRef* new_ref(const at::Tensor& tensor) {
+  return reinterpret_cast<AotiCyTensorRef*>(ImplPtr(tensor.getIntrusivePtr()).release());
+}
+
 std::string input_label(Py_ssize_t i, PyObject* names) {
   std::string label = "input " + std::to_string(i);
   if (names != nullptr && PyTuple_Check(names) && i < PyTuple_GET_SIZE(names)) {
@@ -72,7 +78,7 @@ void aoti_cy_accept_arrays_of(PyObject* type) {
 
 int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
                                  AtenTensorOpaque** out, AotiCyDevice device,
-                                 PyObject* names, AtenTensorOpaque** keepalive) {
+                                 PyObject* names, AotiCyTensorRef** keepalive) {
   Py_ssize_t made = 0;
   try {
     for (; made < n; ++made) {
@@ -95,7 +101,7 @@ int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
       out[made] = nullptr;
       if (keepalive != nullptr) keepalive[made] = nullptr;
       out[made] = to_handle(tensor);
-      if (keepalive != nullptr) keepalive[made] = to_handle(tensor);
+      if (keepalive != nullptr) keepalive[made] = new_ref(tensor);
     }
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
@@ -103,7 +109,7 @@ int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
   }
   if (made == n) return 0;
   aoti_cy_free_handles(out, static_cast<size_t>(made));
-  if (keepalive != nullptr) aoti_cy_free_handles(keepalive, static_cast<size_t>(made));
+  if (keepalive != nullptr) aoti_cy_drop_refs(keepalive, static_cast<size_t>(made));
   for (Py_ssize_t i = made; i < n; ++i) {
     out[i] = nullptr;
     if (keepalive != nullptr) keepalive[i] = nullptr;
@@ -209,6 +215,14 @@ AtenTensorOpaque* aoti_cy_new_handle_ref(AtenTensorOpaque* handle) {
     return to_handle(*from_handle(handle));
   } catch (...) {
     return nullptr;
+  }
+}
+
+void aoti_cy_drop_refs(AotiCyTensorRef** refs, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (refs[i] == nullptr) continue;
+    ImplPtr::reclaim(reinterpret_cast<c10::TensorImpl*>(refs[i]));  // dropped here
+    refs[i] = nullptr;
   }
 }
 

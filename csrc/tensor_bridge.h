@@ -19,6 +19,10 @@ extern "C" {
 
 typedef struct AtenTensorOpaque AtenTensorOpaque;
 
+/* One reference to a tensor that is not a handle: a count on its TensorImpl,
+ * taken and dropped without allocating. */
+typedef struct AotiCyTensorRef AotiCyTensorRef;
+
 /* c10::DeviceType values used to describe where a model runs. */
 enum { AOTI_CY_DEVICE_CPU = 0, AOTI_CY_DEVICE_CUDA = 1 };
 
@@ -37,13 +41,16 @@ void aoti_cy_accept_arrays_of(PyObject* type);
  * TypeError for a non-tensor and ValueError for a tensor on another device
  * than `device`; `names` (a tuple of str or NULL) names the input in the
  * message. On error no handle is left allocated and `out` is all NULL.
- * `keepalive`, if not NULL, gets a second handle per tensor, to be freed by
- * the caller with the GIL held: then the model dropping its handle without
- * the GIL never releases a tensor's last C++ reference, which would make torch
- * take the GIL just to decref the Python object. */
+ * `keepalive`, if not NULL, gets a second reference per tensor, to be dropped
+ * by the caller with the GIL held (aoti_cy_drop_refs): then the model dropping
+ * its handle without the GIL never releases a tensor's last C++ reference,
+ * which would make torch take the GIL just to decref the Python object. */
 int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
                                  AtenTensorOpaque** out, AotiCyDevice device,
-                                 PyObject* names, AtenTensorOpaque** keepalive);
+                                 PyObject* names, AotiCyTensorRef** keepalive);
+
+/* Drops every non-NULL reference in `refs[0:n]` and sets it to NULL. */
+void aoti_cy_drop_refs(AotiCyTensorRef** refs, size_t n);
 
 /* One new handle for one tensor (or numpy array), or NULL with TypeError set. */
 AtenTensorOpaque* aoti_cy_handle_from_tensor(PyObject* tensor);

@@ -25,6 +25,7 @@ def test_bench_run_measures_every_variant(tmp_path, package):
     assert (row["inputs"], row["outputs"]) == (4, 3)
     assert set(row["us_per_call"]) == {
         "C floor", "aoti_cy nogil loop", "aoti_cy run", "aoti_cy model(*args)",
+        "aoti_cy run, check_inputs=False",
         "torch loader.run", "torch AOTICompiledModel()", "eager (no_grad)"}
     assert all(v > 0 for v in row["us_per_call"].values())
     assert "Targets (overhead over the C floor)" in text

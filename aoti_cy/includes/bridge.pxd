@@ -9,6 +9,9 @@ cdef extern from "tensor_bridge.h":
         AOTI_CY_DEVICE_CPU
         AOTI_CY_DEVICE_CUDA
 
+    ctypedef struct AotiCyTensorRef:
+        pass
+
     ctypedef struct AotiCyDevice:
         int type
         int index
@@ -18,7 +21,7 @@ cdef extern from "tensor_bridge.h":
     # These need the GIL; each raises through the usual Python error protocol.
     int aoti_cy_handles_from_tensors(
         PyObject* const* tensors, Py_ssize_t n, AtenTensorHandle* out,
-        AotiCyDevice device, PyObject* names, AtenTensorHandle* keepalive) except -1
+        AotiCyDevice device, PyObject* names, AotiCyTensorRef** keepalive) except -1
     AtenTensorHandle aoti_cy_handle_from_tensor(object tensor) except NULL
     object aoti_cy_tensor_from_handle(AtenTensorHandle handle)
     object aoti_cy_tensor_from_borrowed_handle(AtenTensorHandle handle)
@@ -27,3 +30,4 @@ cdef extern from "tensor_bridge.h":
 
     AtenTensorHandle aoti_cy_new_handle_ref(AtenTensorHandle handle) nogil
     void aoti_cy_free_handles(AtenTensorHandle* handles, size_t n) nogil
+    void aoti_cy_drop_refs(AotiCyTensorRef** refs, size_t n) nogil

@@ -46,7 +46,15 @@ def build_nogil_loop():
     os.makedirs(out_dir, exist_ok=True)
     source = os.path.join(HERE, "nogil_loop.pyx")
     built = [f for f in os.listdir(out_dir) if f.startswith("nogil_loop.") and f.endswith(".so")]
-    if not built or os.path.getmtime(os.path.join(out_dir, built[0])) < os.path.getmtime(source):
+    # Rebuilt whenever aoti_cy's declarations or build change: the loop is
+    # compiled against their struct layouts.
+    import glob
+    import aoti_cy
+    package = os.path.dirname(aoti_cy.__file__)
+    inputs = [source] + glob.glob(os.path.join(package, "**", "*.pxd"), recursive=True) \
+        + glob.glob(os.path.join(package, "*.so"))
+    newest = max(os.path.getmtime(f) for f in inputs)
+    if not built or os.path.getmtime(os.path.join(out_dir, built[0])) < newest:
         shutil.copy(source, out_dir)
         with open(os.path.join(out_dir, "setup.py"), "w") as f:
             f.write(NOGIL_SETUP)
