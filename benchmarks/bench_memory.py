@@ -41,6 +41,31 @@ def rss_growth_over_calls(calls):
                 "seconds": seconds}
 
 
+def rss_growth_over_failing_calls(calls):
+    """RSS growth over calls that fail: wrong shape, rank, dtype, count, type."""
+    example = EXAMPLES["multi_io"]
+    good = example.inputs()
+    bad = [[good[0][:2], good[1], good[2]], [good[0][None], good[1], good[2]],
+           [good[0].double(), good[1], good[2]], good[:2], [good[0], None, good[2]]]
+    fds = len(os.listdir("/proc/self/fd"))
+    with aoti_cy.load(example.package()) as model:
+        def fail(n):
+            for i in range(n):
+                try:
+                    model.run(bad[i % len(bad)])
+                except (ValueError, TypeError):
+                    pass
+                else:
+                    raise AssertionError("a bad call succeeded")
+        fail(10_000)   # warm up
+        gc.collect()
+        before = rss_bytes()
+        fail(calls)
+        gc.collect()
+        return {"calls": calls, "rss_growth_bytes": rss_bytes() - before,
+                "open_files_growth": len(os.listdir("/proc/self/fd")) - fds}
+
+
 def load_footprint(width):
     """RSS a loaded package adds, beside the bytes of its weights."""
     path = compile_package(MLP, [torch.randn(4, width)], init_args=(width,))
@@ -74,6 +99,7 @@ def load_times(loads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--failing-calls", type=int, default=100_000)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--loads", type=int, default=20)
     args = parser.parse_args()
@@ -81,6 +107,7 @@ def main():
         "torch": torch.__version__,
         "load_time": load_times(args.loads),
         "rss_over_calls": rss_growth_over_calls(args.calls),
+        "rss_over_failing_calls": rss_growth_over_failing_calls(args.failing_calls),
         "load_footprint": load_footprint(args.width),
     }, indent=2))
 

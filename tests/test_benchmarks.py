@@ -33,7 +33,8 @@ def test_bench_run_measures_every_variant(tmp_path, package):
 
 def test_bench_memory_reports(tmp_path):
     report = json.loads(script("bench_memory.py", "--calls", 1000, "--width", 64,
-                               "--loads", 2))
+                               "--loads", 2, "--failing-calls", 100))
     assert report["rss_over_calls"]["calls"] == 1000
+    assert report["rss_over_failing_calls"]["calls"] == 100
     assert report["load_footprint"]["weights_bytes"] > 64 * 64 * 4
     assert report["load_time"]["aoti_cy_median_ms"] > 0
