@@ -494,7 +494,9 @@ cdef class ModelContainer(_Gated):
             void* stream) except -1 nogil:
         """Run on raw handles; callable without the GIL.
 
-        The ``num_inputs`` input handles are consumed, also on failure, and
+        Inputs are checked as in :meth:`run` when the container checks
+        inputs (a mismatch raises ValueError, taking the GIL to do so). The
+        ``num_inputs`` input handles are consumed, also on failure, and
         their slots left NULL. On
         success ``outputs[0:num_outputs]`` hold new handles owned by the
         caller (a NULL one stands for no tensor). ``stream`` NULL means the
