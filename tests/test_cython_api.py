@@ -51,3 +51,14 @@ def test_consumer_gets_an_exception_from_nogil_code(consumer, package):
         pass
     with pytest.raises(RuntimeError, match="closed"):
         consumer.run_nogil(model, [torch.zeros(8)], 1)
+
+
+def test_consumer_inputs_are_checked_without_the_gil(consumer, package):
+    with aoti_cy.load(package("add_one")) as model:
+        for bad, message in [(torch.zeros(4), "expected: 8, but got: 4"),
+                             (torch.zeros(8, dtype=torch.float64), "dtype"),
+                             (torch.zeros(8, 1), "dimensions")]:
+            with pytest.raises(ValueError, match=f"input 0 .*does not fit the model: .*{message}"):
+                consumer.run_nogil(model, [bad], 1)
+        x = torch.randn(8)
+        torch.testing.assert_close(consumer.run_nogil(model, [x], 1)[0], x + 1)
