@@ -86,6 +86,13 @@ def input_check_offsets(path, num_inputs):
     """``{i: offset}``: where ``check_input_<i>`` lies in the library,
     relative to its load base, for each input that has one. Empty for a
     stripped library or one whose torch generates no such functions."""
+    try:
+        return _input_check_offsets(path, num_inputs)
+    except (ValueError, struct.error) as e:   # section headers that lie
+        raise PackageError(f"{path} has a malformed symbol table: {e}") from None
+
+
+def _input_check_offsets(path, num_inputs):
     with open(path, "rb") as f:
         sections = _sections(f, _header(f, path))
         symtabs = [s for s in sections if s[0] == _SHT_SYMTAB]

@@ -10,6 +10,7 @@ import os
 import threading
 import weakref
 
+from libcpp.vector cimport vector
 from posix.dlfcn cimport dlopen, dlsym, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL
 
 from aoti_cy.errors import AOTIError, MissingSymbolError, PackageError
@@ -163,11 +164,14 @@ cdef class ModelLibrary:
         cdef link_map* loaded = NULL
         cdef Dl_info info
         cdef void* address
+        cdef vector[InputCheckFn] found
         if not self._input_checks_read:
+            # Built apart and published in one step: another thread may get
+            # here while this one reads the file.
             offsets = input_check_offsets(self.path, num_inputs)
             if offsets and dlinfo(self._handle, RTLD_DI_LINKMAP, &loaded) != 0:
                 raise PackageError(f"dlinfo failed for {self.path}: {_dlerror()}")
-            self._input_checks.assign(num_inputs, NULL)
+            found.assign(num_inputs, NULL)
             for index, offset in offsets.items():
                 address = <void*>(loaded.l_addr + <size_t>offset)
                 # The symbol table belongs to the file we loaded: the address
@@ -176,9 +180,11 @@ cdef class ModelLibrary:
                         os.path.realpath(os.fsdecode(info.dli_fname)) != self.path):
                     raise PackageError(
                         f"{self.path}: check_input_{index} lies outside the library")
-                self._input_checks[index] = <InputCheckFn>address
-            self._input_checks_found = len(offsets)
-            self._input_checks_read = True
+                found[index] = <InputCheckFn>address
+            if not self._input_checks_read:
+                self._input_checks.swap(found)
+                self._input_checks_found = len(offsets)
+                self._input_checks_read = True
         if self._input_checks.size() != num_inputs:
             raise ValueError(
                 f"input checks were read for {self._input_checks.size()} inputs, "

@@ -121,25 +121,22 @@ cdef AotiCyInputGuards* _input_guards_for(
 
 cdef int _check_input_handles(
         AotiCyInputGuards* guards, AtenTensorHandle* handles, size_t n,
-        bint copy_views, tuple names) except -1 nogil:
+        tuple names) except -1 nogil:
     """Check input handles with their guards; ValueError naming the input
     that does not fit."""
     cdef char reason[512]
-    cdef long failed = aoti_cy_check_inputs(
-        guards, handles, n, copy_views, reason, sizeof(reason))
+    cdef long failed = aoti_cy_check_inputs(guards, handles, n, reason, sizeof(reason))
     if failed >= 0:
         with gil:
-            _raise_mismatch(failed, _decode(reason), names, copy_views)
+            _raise_mismatch(failed, _decode(reason), names)
     return 0
 
 
-cdef int _raise_mismatch(long index, str reason, tuple names, bint copied) except -1:
+cdef int _raise_mismatch(long index, str reason, tuple names) except -1:
     label = f"input {index}"
     if 0 <= index < len(names):
         label += f" ({names[index]!r})"
-    hint = "" if copied or "stride" not in reason else \
-        "; pass a contiguous tensor (x.contiguous())"
-    raise ValueError(f"{label} does not fit the model: {reason}{hint}")
+    raise ValueError(f"{label} does not fit the model: {reason}")
 
 
 def _parse_device(device):
@@ -214,8 +211,8 @@ cdef class ModelContainer(_Gated):
     Input checks: with ``check_inputs=True`` every run first calls the
     model's own generated checks of each input's dtype, sizes, strides and
     device (a few percent of the tiniest model's run), and a mismatch raises
-    ValueError. A non-contiguous CPU input the model rejects is copied to
-    contiguous memory and checked again; on CUDA it is rejected.
+    ValueError. A non-contiguous input the model was not compiled for is
+    refused (pass ``x.contiguous()``), never copied behind your back.
     ``check_inputs=False`` skips them: a wrong shape or dtype then gives wrong
     numbers, or reads out of bounds and may crash the process.
 
@@ -525,8 +522,7 @@ cdef class ModelContainer(_Gated):
                         f"{num_outputs}")
             if self._input_guards != NULL:
                 _check_input_handles(<AotiCyInputGuards*>self._input_guards, inputs,
-                                     num_inputs, self._device_type == AOTI_CY_DEVICE_CPU,
-                                     self._input_names)
+                                     num_inputs, self._input_names)
             if stream == NULL and self._device_type == AOTI_CY_DEVICE_CUDA:
                 current_cuda_stream(self._device_index, &stream)
             self._enter()
@@ -1115,8 +1111,7 @@ cdef class Model(_Gated):
             if self._input_guards != NULL:
                 with nogil:
                     _check_input_handles(<AotiCyInputGuards*>self._input_guards,
-                                         input_handles, num_inputs, True,
-                                         self._input_names)
+                                         input_handles, num_inputs, self._input_names)
             with self._lock:   # one instance, one run at a time
                 with nogil:
                     entered = aoti_cy_gate_enter(&self._active_runs, &self._closed)

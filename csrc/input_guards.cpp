@@ -1,5 +1,5 @@
-// Input guards: the model's own input checks, plus rank, memo and view copy
-// (see input_guards.h).
+// Input guards: the model's own input checks, plus rank and memo (see
+// input_guards.h).
 #include "input_guards.h"
 
 #include <ATen/core/Tensor.h>
@@ -35,6 +35,11 @@ struct Layout {
   // The per-run fast path: a handful of loads and compares.
   bool matches(const c10::TensorImpl& t) const {
     if (state.load(std::memory_order_acquire) != 2) return false;
+    // Only plain strided tensors: sizes() of nested or Python-subclass
+    // tensors may throw or call into Python.
+    if (t.layout() != c10::kStrided || t.is_nested() || t.is_python_dispatch()) {
+      return false;
+    }
     if (t.dtype() != dtype || t.device_type() != device_type || t.dim() != ndim) {
       return false;
     }
@@ -87,50 +92,65 @@ bool passes(AotiCyInputCheck check, AtenTensorOpaque** handles, std::string* rea
   return false;
 }
 
-// Whether input `i`'s check accepts a tensor of `like`'s dtype and device
-// with these sizes and strides. The probe holds no data: checks read only
-// metadata.
-bool accepts_layout(AotiCyInputCheck check, AtenTensorOpaque** handles, size_t i,
-                    const at::Tensor& like, c10::IntArrayRef sizes,
-                    c10::IntArrayRef strides) {
-  at::Tensor probe = at::empty(
+// Runs input `i`'s check on a probe of `like`'s dtype and device with these
+// sizes and strides; "" if it passes, else the check's message. The probe
+// holds no data (checks read only metadata) and has as many dims as given,
+// so a check that stops at a mismatch never reads past its arrays.
+std::string probe(AotiCyInputCheck check, AtenTensorOpaque** handles, size_t i,
+                  const at::Tensor& like, c10::IntArrayRef sizes,
+                  c10::IntArrayRef strides) {
+  at::Tensor fake = at::empty(
       {0}, at::TensorOptions().dtype(like.scalar_type()).device(like.device()));
-  probe.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
-  AtenTensorOpaque* real = handles[i];
-  handles[i] = reinterpret_cast<AtenTensorOpaque*>(&probe);
-  std::string ignored;
-  const bool ok = passes(check, handles, &ignored);
-  handles[i] = real;
-  return ok;
+  fake.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
+  struct Restore {  // put the caller's handle back whatever happens
+    AtenTensorOpaque** slot;
+    AtenTensorOpaque* real;
+    ~Restore() { *slot = real; }
+  } restore{&handles[i], handles[i]};
+  handles[i] = reinterpret_cast<AtenTensorOpaque*>(&fake);
+  std::string why;
+  return passes(check, handles, &why) ? "" : why;
 }
 
 std::string rank_message(int64_t ndim, const std::string& expected) {
   return "it has " + std::to_string(ndim) + " dimensions, the model expects " + expected;
 }
 
-// The checks compare sizes[k] and strides[k] for the dims the model knows
-// and never the rank: a tensor with extra trailing dims passes them. Learn
-// the rank from two probes that mark one dim with size 0 and stride -7,
-// which no checked dim accepts: a dim past `tensor`'s last must go
-// unchecked, and its last dim must be checked. Returns "" (and stores the
-// rank) when `tensor`'s rank is the model's, else why not.
-std::string learn_rank(Guard& guard, AtenTensorOpaque** handles, size_t i,
-                       const at::Tensor& tensor) {
-  constexpr int64_t kMarkSize = 0, kMarkStride = -7;
+// The checks compare sizes[k] and strides[k] for every dim the model knows
+// and never the rank: a tensor with extra trailing dims passes them, and one
+// with fewer dims has sizes read past its end. So, the first time, the rank
+// is learned from probes before the tensor itself is checked. A marker dim
+// (size 0 and stride -7, or size 1 and stride -9) is one no checked dim
+// accepts, and the check's message quotes the value it got:
+//   1. the tensor's dims plus a marker dim must pass: if the model knew that
+//      dim, the two markers fail with different messages (more dims
+//      expected); the same message means an earlier mismatch (dtype, a size),
+//      which is the answer;
+//   2. the tensor itself is checked (now known not to be read past its end);
+//   3. its last dim marked must fail: else the model has fewer dims.
+// Returns "" (and stores the rank) when the tensor fits, else why not.
+std::string check_learning_rank(Guard& guard, AtenTensorOpaque** handles, size_t i,
+                                const at::Tensor& tensor) {
   const int64_t ndim = tensor.dim();
   std::vector<int64_t> sizes(tensor.sizes().begin(), tensor.sizes().end());
   std::vector<int64_t> strides(tensor.strides().begin(), tensor.strides().end());
-  sizes.push_back(kMarkSize);
-  strides.push_back(kMarkStride);
-  if (!accepts_layout(guard.check, handles, i, tensor, sizes, strides)) {
-    return rank_message(ndim, "more");
+  sizes.push_back(0);
+  strides.push_back(-7);
+  std::string first = probe(guard.check, handles, i, tensor, sizes, strides);
+  if (!first.empty()) {
+    sizes.back() = 1;
+    strides.back() = -9;
+    const std::string second = probe(guard.check, handles, i, tensor, sizes, strides);
+    return second == first ? first : rank_message(ndim, "more");
   }
+  std::string why;
+  if (!passes(guard.check, handles, &why)) return why;
   if (ndim > 0) {
     sizes.pop_back();
     strides.pop_back();
-    sizes.back() = kMarkSize;
-    strides.back() = kMarkStride;
-    if (accepts_layout(guard.check, handles, i, tensor, sizes, strides)) {
+    sizes.back() = 0;
+    strides.back() = -7;
+    if (probe(guard.check, handles, i, tensor, sizes, strides).empty()) {
       return rank_message(ndim, "fewer");
     }
   }
@@ -139,48 +159,56 @@ std::string learn_rank(Guard& guard, AtenTensorOpaque** handles, size_t i,
 }
 
 // Why input `i` does not fit the model, or "" if it does.
-std::string mismatch(Guard& guard, AtenTensorOpaque** handles, size_t i, bool copy_views) {
+std::string mismatch(Guard& guard, AtenTensorOpaque** handles, size_t i) {
   if (handles[i] == nullptr) return "it is a NULL handle";
-  at::Tensor* tensor = from_handle(handles[i]);
+  const at::Tensor* tensor = from_handle(handles[i]);
+  if (!tensor->defined()) return "it is an undefined tensor";
+  if (tensor->layout() != c10::kStrided || tensor->is_nested()) {
+    return "it is not a dense (strided) tensor";
+  }
   const int rank = guard.rank.load(std::memory_order_relaxed);
-  // With the rank known, compare it first: the check reads sizes[k] for every
-  // dim the model knows, past the end of a smaller tensor's sizes.
-  if (rank >= 0 && tensor->defined() && rank != tensor->dim()) {
-    return rank_message(tensor->dim(), std::to_string(rank));
-  }
   std::string why;
-  if (!passes(guard.check, handles, &why)) {
-    if (!copy_views || !tensor->defined() || tensor->is_contiguous()) return why;
-    *tensor = tensor->contiguous();  // the caller's own tensor is untouched
-    if (!passes(guard.check, handles, &why)) return why;
-  }
   if (rank < 0) {
-    why = learn_rank(guard, handles, i, *tensor);
-    if (!why.empty()) return why;
+    why = check_learning_rank(guard, handles, i, *tensor);
+  } else if (rank != tensor->dim()) {
+    // Compared first: the check reads sizes[k] for every dim the model knows.
+    why = rank_message(tensor->dim(), std::to_string(rank));
+  } else {
+    passes(guard.check, handles, &why);
   }
-  guard.accepted.remember(*tensor->unsafeGetTensorImpl());
-  return "";
+  if (why.empty()) guard.accepted.remember(*tensor->unsafeGetTensorImpl());
+  return why;
 }
 
 std::string describe(const at::Tensor& tensor) {
   if (!tensor.defined()) return "an undefined tensor";
-  return std::string(c10::toString(tensor.scalar_type())) + " " +
-         c10::str(tensor.sizes()) + " on " + tensor.device().str();
+  std::string text = std::string(c10::toString(tensor.scalar_type())) + " ";
+  try {
+    text += c10::str(tensor.sizes());
+  } catch (const std::exception&) {
+    text += "(no plain sizes)";
+  }
+  return text + " on " + tensor.device().str();
 }
 
 // Input `i` through the model's check and the rank check; false with the
 // reason in `reason` when it does not fit. Kept out of line: the fast path
 // in aoti_cy_check_inputs builds no strings.
 __attribute__((noinline)) bool check_slowly(Guard& guard, AtenTensorOpaque** handles,
-                                            size_t i, bool copy_views, char* reason,
-                                            size_t size) {
+                                            size_t i, char* reason, size_t size) {
   std::string why;
   try {
-    why = mismatch(guard, handles, i, copy_views);
+    why = mismatch(guard, handles, i);
     if (why.empty()) return true;
     if (handles[i] != nullptr) why += " (got " + describe(*from_handle(handles[i])) + ")";
+    if (why.find("stride") != std::string::npos) {
+      why += "; pass x.contiguous() (or x.clone(memory_format=torch.contiguous_format) "
+             "where a size-1 dim has an odd stride)";
+    }
   } catch (const std::exception& e) {
     why = e.what();
+  } catch (...) {
+    why = "checking it failed";
   }
   if (size > 0) {
     const size_t length = std::min(why.size(), size - 1);
@@ -216,7 +244,7 @@ void aoti_cy_input_guards_free(AotiCyInputGuards* guards) {
 }
 
 long aoti_cy_check_inputs(AotiCyInputGuards* guards, AtenTensorOpaque** handles,
-                          size_t n, int copy_views, char* reason, size_t size) {
+                          size_t n, char* reason, size_t size) {
   const size_t count = std::min(n, guards->count);
   for (size_t i = 0; i < count; ++i) {
     const Guard& guard = guards->guards[i];
@@ -226,7 +254,7 @@ long aoti_cy_check_inputs(AotiCyInputGuards* guards, AtenTensorOpaque** handles,
          guard.accepted.matches(*tensor->unsafeGetTensorImpl()))) {
       continue;
     }
-    if (!check_slowly(guards->guards[i], handles, i, copy_views != 0, reason, size)) {
+    if (!check_slowly(guards->guards[i], handles, i, reason, size)) {
       return static_cast<long>(i);
     }
   }

@@ -10,7 +10,10 @@
  *   - a memo of the first layout they accepted, so that the usual call, with
  *     the same dtype, sizes and strides every time, costs a few compares
  *     (the checks cross into libtorch several times per input);
- *   - on CPU, a contiguous copy of a non-contiguous input they reject.
+ *   - a clear refusal of non-strided (sparse, nested) tensors.
+ * A non-contiguous input whose strides the model was not compiled for is
+ * refused, not copied: a copy would hide the cost, and lose any in-place
+ * update a model makes to its input.
  * Plain C declarations: no torch include path needed to use this header.
  */
 #pragma once
@@ -33,14 +36,12 @@ typedef struct AotiCyInputGuards AotiCyInputGuards;
 AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size_t n);
 void aoti_cy_input_guards_free(AotiCyInputGuards* guards);
 
-/* Checks the `n` input handles. With `copy_views`, an input rejected while
- * not contiguous (a transposed, strided or expanded view) is replaced in
- * `handles` by a contiguous copy, which is checked instead. Returns -1 when
- * every input fits, else the index of the first that does not, with the
- * reason in `reason` (NUL-terminated, cut to `size` bytes). Needs no GIL;
- * any number of threads may share one set of guards. */
+/* Checks the `n` input handles. Returns -1 when every input fits, else the
+ * index of the first that does not, with the reason in `reason`
+ * (NUL-terminated, cut to `size` bytes). Never throws; needs no GIL; any
+ * number of threads may share one set of guards. */
 long aoti_cy_check_inputs(AotiCyInputGuards* guards, AtenTensorOpaque** handles,
-                          size_t n, int copy_views, char* reason, size_t size);
+                          size_t n, char* reason, size_t size);
 
 #ifdef __cplusplus
 }

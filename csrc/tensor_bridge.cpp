@@ -79,14 +79,22 @@ void aoti_cy_accept_arrays_of(PyObject* type) {
 int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
                                  AtenTensorOpaque** out, AotiCyDevice device,
                                  PyObject* names, AotiCyTensorRef** keepalive) {
+  // Every slot NULL first: on any failure below, the non-NULL ones are
+  // exactly the references made so far.
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    out[i] = nullptr;
+    if (keepalive != nullptr) keepalive[i] = nullptr;
+  }
+  bool failed = false;
   Py_ssize_t made = 0;
   try {
-    for (; made < n; ++made) {
+    for (; made < n && !failed; ++made) {
       PyObject* item = tensors[made];
       at::Tensor from_array;
       const bool is_tensor = THPVariable_Check(item);
       if (!is_tensor && !tensor_from_array(item, &from_array)) {
         set_type_error(made, item, names);
+        failed = true;
         break;
       }
       const at::Tensor& tensor = is_tensor ? THPVariable_Unpack(item) : from_array;
@@ -96,24 +104,25 @@ int aoti_cy_handles_from_tensors(PyObject* const* tensors, Py_ssize_t n,
                      input_label(made, names).c_str(),
                      tensor.device().str().c_str(),
                      device_label(device).c_str());
+        failed = true;
         break;
       }
-      out[made] = nullptr;
-      if (keepalive != nullptr) keepalive[made] = nullptr;
       out[made] = to_handle(tensor);
       if (keepalive != nullptr) keepalive[made] = new_ref(tensor);
     }
+  } catch (const c10::Error& e) {
+    // e.g. a numpy array torch cannot view (negative strides, object dtype)
+    PyErr_Format(PyExc_ValueError, "%s cannot be taken as a tensor: %s",
+                 input_label(made, names).c_str(), e.what_without_backtrace());
+    failed = true;
   } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    if (made < n && out[made] != nullptr) ++made;  // a handle made before the throw
+    PyErr_Format(PyExc_ValueError, "%s cannot be taken as a tensor: %s",
+                 input_label(made, names).c_str(), e.what());
+    failed = true;
   }
-  if (made == n) return 0;
-  aoti_cy_free_handles(out, static_cast<size_t>(made));
-  if (keepalive != nullptr) aoti_cy_drop_refs(keepalive, static_cast<size_t>(made));
-  for (Py_ssize_t i = made; i < n; ++i) {
-    out[i] = nullptr;
-    if (keepalive != nullptr) keepalive[i] = nullptr;
-  }
+  if (!failed) return 0;
+  aoti_cy_free_handles(out, static_cast<size_t>(n));
+  if (keepalive != nullptr) aoti_cy_drop_refs(keepalive, static_cast<size_t>(n));
   return -1;
 }
 

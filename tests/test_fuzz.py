@@ -230,6 +230,11 @@ def multi_io(package):
 @example(inputs=["good", torch.randn(5, 4).t(), "good"])
 @example(inputs=["good", torch.randn(1, 5).expand(4, 5), "good"])
 @example(inputs=[torch.randn(20)[::4].view(5)[None].expand(4, 5), "good", "good"])
+# Found in review: a numpy array torch cannot view left a garbage handle
+# (segfault), and a nested tensor after a memoised layout threw through C.
+@example(inputs=["good", torch.randn(4, 5).numpy()[::-1], "good"])
+@example(inputs=["good", torch.nested.nested_tensor([torch.randn(5)] * 4), "good"])
+@example(inputs=[torch.randn(4), "good", "good"])
 def test_fuzz_call_path(multi_io, inputs):
     g = torch.Generator().manual_seed(0)
     inputs = [_right_shape(g) if i is not None and isinstance(i, str) else i for i in inputs]

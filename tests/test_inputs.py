@@ -26,6 +26,11 @@ def _wide():
     return torch.randn(4, 10)
 
 
+def _readonly(array):
+    array.setflags(write=False)
+    return array
+
+
 # name -> (input 1, None for "same result as eager" or (exception, message regex))
 CASES = {
     # wrong values
@@ -47,21 +52,26 @@ CASES = {
     "zero_rows": (torch.randn(0, 5), (ValueError, "expected: 4, but got: 0")),
     "zero_both": (torch.randn(0, 0), (ValueError, "expected: 4, but got: 0")),
     "sparse": (torch.randn(4, 5).to_sparse(), (ValueError, "input 1")),
-    # right values, unusual memory: copied to contiguous memory, eager result
-    "transposed": (torch.randn(5, 4).t(), None),
-    "column_slice": (_wide()[:, ::2], None),
+    # right values, memory the model was not compiled for: refused, not copied
+    "transposed": (torch.randn(5, 4).t(), (ValueError, r"stride.*x\.contiguous\(\)")),
+    "column_slice": (_wide()[:, ::2], (ValueError, "stride value at 0, expected: 5, but got: 10")),
+    "expanded": (torch.randn(1, 5).expand(4, 5), (ValueError, "stride value at 0")),
+    "stride0_both": (torch.randn(1, 1).expand(4, 5), (ValueError, "stride")),
+    "size1_odd_stride": (torch.randn(5, 1).t().expand(4, 5), (ValueError, "stride")),
+    "numpy_transposed": (torch.randn(5, 4).numpy().T, (ValueError, "stride")),
+    "numpy_reversed": (torch.randn(4, 5).numpy()[::-1], (ValueError, "input 1")),
+    "nested": (torch.nested.nested_tensor([torch.randn(5)] * 4), (ValueError, "input 1")),
+    # right values, right layout
     "offset_slice": (torch.randn(6, 5)[2:], None),
-    "expanded": (torch.randn(1, 5).expand(4, 5), None),
-    "stride0_both": (torch.randn(1, 1).expand(4, 5), None),
-    "flipped_view": (torch.randn(4, 5).flip(0), None),
+    "flipped": (torch.randn(4, 5).flip(0), None),
     "requires_grad": (torch.randn(4, 5, requires_grad=True), None),
     "numpy": (torch.randn(4, 5).numpy(), None),
-    "numpy_transposed": (torch.randn(5, 4).numpy().T, None),
+    "numpy_readonly": (_readonly(torch.randn(4, 5).numpy()), None),
 }
 
 
 def _eager(inputs):
-    a, b, c = [torch.as_tensor(t) for t in inputs]
+    a, b, c = [torch.as_tensor(t.copy() if hasattr(t, "setflags") else t) for t in inputs]
     with torch.no_grad():
         return [a + b, b * c, (a - c).sum(dim=-1)]
 
@@ -113,15 +123,29 @@ def test_wrong_count_on_every_entry_point(entry, count):
         run(inputs)
 
 
-def test_views_are_copied_not_modified(package):
+def test_views_are_refused_and_left_alone(package):
     with aoti_cy.load(package("multi_io")) as model:
         inputs = _base()
         view = torch.randn(5, 4).t()
         inputs[1] = view
         before = view.clone()
-        model.run(inputs)
+        with pytest.raises(ValueError, match="contiguous"):
+            model.run(inputs)
         assert view.stride() == (1, 4)
         torch.testing.assert_close(view, before, rtol=0, atol=0)
+        inputs[1] = view.contiguous()
+        torch.testing.assert_close(model.run(inputs)[0], inputs[0] + view)
+
+
+def test_lower_rank_is_caught_before_the_check_reads_past_it(package):
+    # First call of a fresh container: the rank is unknown, and a 1-d tensor
+    # of the right leading size must not have sizes[1] read.
+    for shape in [(4,), (), (4, 5, 1, 1, 1, 1, 1)]:
+        with aoti_cy.load(package("multi_io")) as model:
+            inputs = _base()
+            inputs[0] = torch.randn(shape)
+            with pytest.raises(ValueError, match="input 0 .*dim"):
+                model.run(inputs)
 
 
 def test_rank_is_checked_after_it_is_learned(package):

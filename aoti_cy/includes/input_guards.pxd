@@ -12,4 +12,4 @@ cdef extern from "input_guards.h" nogil:
     void aoti_cy_input_guards_free(AotiCyInputGuards* guards)
     long aoti_cy_check_inputs(
         AotiCyInputGuards* guards, AtenTensorHandle* handles, size_t n,
-        int copy_views, char* reason, size_t size)
+        char* reason, size_t size)
