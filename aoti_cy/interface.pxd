@@ -24,6 +24,10 @@ cdef class _Gated:
     cdef int _active_runs          # touched only through csrc/run_gate.h
     cdef int _closed               # idem; 1 until created, 1 again once closed
     cdef object __weakref__
+    cdef tuple _input_names
+    cdef tuple _output_names
+    cdef bint _check_inputs
+    cdef void* _input_guards       # AotiCyInputGuards*; NULL: inputs not checked
     cdef int _check_open(self) except -1
     cdef int _enter(self) except -1 nogil
     cdef void _leave(self) noexcept nogil
@@ -35,8 +39,6 @@ cdef class ModelContainer(_Gated):
     cdef size_t _num_outputs
     cdef int _device_type          # c10::DeviceType: 0 CPU, 1 CUDA
     cdef int _device_index         # -1 on CPU
-    cdef tuple _input_names
-    cdef tuple _output_names
     cdef tuple _call_spec
     cdef object _caller            # aoti_cy._call.CallSpec, parsed at creation
     cdef bint _flat_call           # inputs: a flat tuple of tensors, no kwargs
@@ -47,8 +49,6 @@ cdef class ModelContainer(_Gated):
     cdef bint _blob_loaded         # the runtime accepts a constants blob once
     cdef dict _shapes              # internal name -> shape, read on first use
     cdef object _weights_lock      # serialises load_weights
-    cdef bint _check_inputs
-    cdef void* _input_guards       # AotiCyInputGuards*; NULL: inputs not checked
 
     cdef _create(self, size_t num_models, object cubin_dir)
     cdef _read_metadata(self)
@@ -79,13 +79,9 @@ cdef class Model(_Gated):
     cdef AOTInductorModelHandle _handle
     cdef size_t _num_inputs
     cdef size_t _num_outputs
-    cdef tuple _input_names
-    cdef tuple _output_names
     cdef tuple _constants
     cdef dict _shapes              # internal name -> shape
     cdef object _lock              # one run or update at a time
-    cdef bint _check_inputs
-    cdef void* _input_guards       # as in ModelContainer
 
 
 # Tensors <-> handles for code that drives run_handles itself. Each handle

@@ -168,6 +168,13 @@ cdef class _Gated:
 
     def __cinit__(self, *args, **kwargs):
         aoti_cy_gate_set_closed(&self._closed, 1)
+        self._input_guards = NULL
+        self._input_names = self._output_names = ()
+
+    def __dealloc__(self):
+        # After the subclass's __dealloc__: no run can be in flight.
+        aoti_cy_input_guards_free(<AotiCyInputGuards*>self._input_guards)
+        self._input_guards = NULL
 
     cdef int _check_open(self) except -1:
         if aoti_cy_gate_is_closed(&self._closed):
@@ -187,6 +194,22 @@ cdef class _Gated:
     def closed(self):
         """True once ``close()`` has been called (or creation failed)."""
         return bool(aoti_cy_gate_is_closed(&self._closed))
+
+    @property
+    def input_names(self):
+        """The model's input names, in call order (tuple of str)."""
+        return self._input_names
+
+    @property
+    def output_names(self):
+        """The model's output names, in return order (tuple of str)."""
+        return self._output_names
+
+    @property
+    def check_inputs(self):
+        """Whether runs check inputs against the model's own dtype, shape,
+        stride and device checks (``check_inputs=`` at load)."""
+        return self._check_inputs
 
     def __enter__(self):
         self._check_open()
@@ -225,7 +248,6 @@ cdef class ModelContainer(_Gated):
 
     def __cinit__(self, *args, **kwargs):
         self._handle = NULL
-        self._input_guards = NULL
         self._weights_lock = threading.Lock()
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None,
@@ -305,8 +327,6 @@ cdef class ModelContainer(_Gated):
         # No run can be in flight: every caller holds a reference to self.
         cdef AOTInductorModelContainerHandle handle = self._handle
         self._handle = NULL
-        aoti_cy_input_guards_free(<AotiCyInputGuards*>self._input_guards)
-        self._input_guards = NULL
         if handle != NULL:
             with nogil:
                 self.library.fn.container_delete(handle)
@@ -339,25 +359,9 @@ cdef class ModelContainer(_Gated):
         return self._num_inputs
 
     @property
-    def check_inputs(self):
-        """Whether runs check inputs against the model's own dtype, shape,
-        stride and device checks (``check_inputs=`` at load)."""
-        return self._check_inputs
-
-    @property
     def num_outputs(self):
         """How many tensors :meth:`run` returns."""
         return self._num_outputs
-
-    @property
-    def input_names(self):
-        """The model's input names, in call order (tuple of str)."""
-        return self._input_names
-
-    @property
-    def output_names(self):
-        """The model's output names, in return order (tuple of str)."""
-        return self._output_names
 
     @property
     def call_spec(self):
@@ -974,7 +978,6 @@ cdef class Model(_Gated):
 
     def __cinit__(self, *args, **kwargs):
         self._handle = NULL
-        self._input_guards = NULL
         self._lock = threading.Lock()
 
     def __init__(self, library_path, constants=None, *, check_inputs=True):
@@ -1023,8 +1026,6 @@ cdef class Model(_Gated):
     def __dealloc__(self):
         cdef AOTInductorModelHandle handle = self._handle
         self._handle = NULL
-        aoti_cy_input_guards_free(<AotiCyInputGuards*>self._input_guards)
-        self._input_guards = NULL
         if handle != NULL:
             with nogil:
                 self.library.fn.model_delete(handle)
@@ -1051,21 +1052,6 @@ cdef class Model(_Gated):
         self.library.check(self.library.fn.model_get_num_outputs(self._handle, &count),
                            "AOTInductorModelGetNumOutputs")
         return count
-
-    @property
-    def input_names(self):
-        """The model's input names, in call order."""
-        return self._input_names
-
-    @property
-    def output_names(self):
-        """The model's output names, in return order."""
-        return self._output_names
-
-    @property
-    def check_inputs(self):
-        """Whether runs check their inputs (see :class:`ModelContainer`)."""
-        return self._check_inputs
 
     @property
     def constants(self):
