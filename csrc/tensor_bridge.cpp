@@ -1,5 +1,5 @@
-// The only translation unit that sees torch's C++ headers: every conversion
-// between Python tensors and AtenTensorHandle goes through here.
+// Every conversion between Python tensors and AtenTensorHandle goes through
+// here (with input_guards.cpp, the only code that sees torch's C++ headers).
 #include "tensor_bridge.h"
 
 #include <ATen/core/Tensor.h>
@@ -51,7 +51,8 @@ bool on_device(const at::Tensor& tensor, AotiCyDevice device) {
 }
 
 // A numpy array as a CPU tensor sharing its memory; false (no error set) for
-// anything else. The model only reads its inputs, so read-only arrays are fine.
+// anything else. Read-only arrays are taken too: most models only read their
+// inputs (one that updates an input in place needs a writable array; see README).
 PyTypeObject* ndarray_type = nullptr;  // numpy.ndarray, set once at import
 
 bool tensor_from_array(PyObject* item, at::Tensor* out) {
