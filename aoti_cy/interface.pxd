@@ -49,6 +49,8 @@ cdef class ModelContainer(_Gated):
     cdef bint _blob_loaded         # the runtime accepts a constants blob once
     cdef dict _shapes              # internal name -> shape, read on first use
     cdef object _weights_lock      # serialises load_weights
+    cdef void* _proxy_executor     # AOTIProxyExecutorHandle for fallback ops, or NULL
+    cdef object _proxy_executor_owner  # the Python object that owns it
 
     cdef _create(self, size_t num_models, object cubin_dir)
     cdef _read_metadata(self)

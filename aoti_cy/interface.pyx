@@ -40,6 +40,7 @@ from aoti_cy._library import open_library
 from aoti_cy.errors import PackageError
 from aoti_cy import _package
 from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
+from aoti_cy._proxy_executor import executor_for
 
 __all__ = ["ConstantInfo", "Model", "ModelContainer", "load"]
 
@@ -248,15 +249,21 @@ cdef class ModelContainer(_Gated):
 
     def __cinit__(self, *args, **kwargs):
         self._handle = NULL
+        self._proxy_executor = NULL
         self._weights_lock = threading.Lock()
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None,
-                 *, check_inputs=True):
+                 *, check_inputs=True, proxy_executor=None):
         if self.library is not None:
             raise RuntimeError("ModelContainer.__init__ called twice")
         if not isinstance(num_models, int) or num_models < 1:
             raise ValueError(f"num_models must be a positive int, got {num_models!r}")
         self._device, self._device_type, self._device_index = _parse_device(device)
+        if proxy_executor is not None:
+            # Runs hand the model this executor for its fallback ops; the
+            # container keeps it alive for as long as it can run.
+            self._proxy_executor = <void*><uintptr_t>proxy_executor.handle
+            self._proxy_executor_owner = proxy_executor
         self.library = open_library(library_path)
         self._create(num_models, cubin_dir)
         # The container copied the weights embedded in the .so: let the
@@ -531,7 +538,8 @@ cdef class ModelContainer(_Gated):
                 current_cuda_stream(self._device_index, &stream)
             self._enter()
             status = entry(self._handle, inputs, num_inputs, outputs, num_outputs,
-                           <AOTInductorStreamHandle>stream, NULL)
+                           <AOTInductorStreamHandle>stream,
+                           <AOTIProxyExecutorHandle>self._proxy_executor)
             self._leave()
             called = True
         finally:
@@ -810,7 +818,8 @@ cdef class ModelContainer(_Gated):
                 current_cuda_stream(self._device_index, &raw_stream)
             with nogil:
                 status = lib.fn.container_run_constant_folding(
-                    self._handle, inactive, <AOTInductorStreamHandle>raw_stream, NULL)
+                    self._handle, inactive, <AOTInductorStreamHandle>raw_stream,
+                    <AOTIProxyExecutorHandle>self._proxy_executor)
         finally:
             self._leave()
         lib.check(status, "AOTInductorModelContainerRunConstantFolding")
@@ -954,7 +963,8 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
             device = artifact.device
         container = ModelContainer(
             artifact.library_path, device=device, num_models=num_models,
-            cubin_dir=artifact.cubin_dir, check_inputs=check_inputs)
+            cubin_dir=artifact.cubin_dir, check_inputs=check_inputs,
+            proxy_executor=executor_for(artifact.library_path, device))
         container._package = artifact
         artifact.load_weights_into(container)
     except BaseException:
