@@ -41,6 +41,11 @@ class Artifact:
                            if tempdir is not None else None)
 
     @property
+    def stores_weights_outside_library(self):
+        """Whether the package keeps its weights in files beside the `.so`."""
+        return self.weights_blob is not None or self.weights_config is not None
+
+    @property
     def device(self):
         """The device the model was compiled for ("cpu" when unknown)."""
         return self.metadata.get("AOTI_DEVICE_KEY") or "cpu"

@@ -28,6 +28,10 @@ cdef class _Gated:
     cdef tuple _output_names
     cdef bint _check_inputs
     cdef void* _input_guards       # AotiCyInputGuards*; NULL: inputs not checked
+    cdef tuple _unset_constants    # FQNs of constants with no value yet
+    cdef bint _weights_missing     # some constant has no value: runs refuse
+    cdef str _weights_hint         # how to give them
+    cdef int _raise_weights_missing(self) except -1
     cdef int _check_open(self) except -1
     cdef int _enter(self) except -1 nogil
     cdef void _leave(self) noexcept nogil
@@ -47,7 +51,7 @@ cdef class ModelContainer(_Gated):
     cdef object _package           # the extracted package the model lives in
     cdef tuple _constants          # ConstantInfo per constant, read on first use
     cdef bint _blob_loaded         # the runtime accepts a constants blob once
-    cdef dict _shapes              # internal name -> shape, read on first use
+    cdef dict _shapes              # internal name -> shape, once every one is known
     cdef object _weights_lock      # serialises load_weights
     cdef void* _proxy_executor     # AOTIProxyExecutorHandle for fallback ops, or NULL
     cdef object _proxy_executor_owner  # the Python object that owns it
@@ -56,9 +60,9 @@ cdef class ModelContainer(_Gated):
     cdef _read_metadata(self)
     cdef _read_constants(self)
     cdef tuple _read_constants_entered(self, ModelLibrary lib)
-    cdef tuple _constant_values(self, object mapping)
-    cdef list _missing_constants(self, dict values)
-    cdef object _constant_shapes(self)
+    cdef object _constant_table(self)
+    cdef dict _constant_shapes(self)
+    cdef _note_active_constants(self)
     cdef dict _extract(self, bint use_inactive, bint copy)
     cdef _update_constants(self, dict values, bint use_inactive, bint validate,
                            bint user_managed)
@@ -82,7 +86,8 @@ cdef class Model(_Gated):
     cdef size_t _num_inputs
     cdef size_t _num_outputs
     cdef tuple _constants
-    cdef dict _shapes              # internal name -> shape
+    cdef object _table             # aoti_cy._constants.ConstantTable
+    cdef object _package           # the extracted package the model lives in
     cdef object _lock              # one run or update at a time
 
 

@@ -40,6 +40,7 @@ from aoti_cy._library import open_library
 from aoti_cy.errors import PackageError
 from aoti_cy import _package
 from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
+from aoti_cy._constants import ConstantTable
 from aoti_cy._proxy_executor import executor_for
 
 __all__ = ["ConstantInfo", "Model", "ModelContainer", "load"]
@@ -170,7 +171,7 @@ cdef class _Gated:
     def __cinit__(self, *args, **kwargs):
         aoti_cy_gate_set_closed(&self._closed, 1)
         self._input_guards = NULL
-        self._input_names = self._output_names = ()
+        self._input_names = self._output_names = self._unset_constants = ()
 
     def __dealloc__(self):
         # After the subclass's __dealloc__: no run can be in flight.
@@ -190,6 +191,12 @@ cdef class _Gated:
 
     cdef void _leave(self) noexcept nogil:
         aoti_cy_gate_leave(&self._active_runs)
+
+    cdef int _raise_weights_missing(self) except -1:
+        raise RuntimeError(
+            f"this {type(self).__name__} has no value yet for constants "
+            f"{list(self._unset_constants)} (its package holds no weights): "
+            f"give them first ({self._weights_hint})")
 
     @property
     def closed(self):
@@ -251,6 +258,7 @@ cdef class ModelContainer(_Gated):
         self._handle = NULL
         self._proxy_executor = NULL
         self._weights_lock = threading.Lock()
+        self._weights_hint = "with load_weights(state_dict) or update_constant_buffer()"
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None,
                  *, check_inputs=True, proxy_executor=None):
@@ -274,6 +282,7 @@ cdef class ModelContainer(_Gated):
         if self._check_inputs:
             self._input_guards = _input_guards_for(self.library, self._num_inputs)
         aoti_cy_gate_set_closed(&self._closed, 0)
+        self._note_active_constants()
 
     cdef _create(self, size_t num_models, object cubin_dir):
         cdef ModelLibrary lib = self.library
@@ -531,6 +540,9 @@ cdef class ModelContainer(_Gated):
                         f"the model takes {self._num_inputs} inputs and "
                         f"{self._num_outputs} outputs, got {num_inputs} and "
                         f"{num_outputs}")
+            if self._weights_missing:
+                with gil:
+                    self._raise_weights_missing()
             if self._input_guards != NULL:
                 _check_input_handles(<AotiCyInputGuards*>self._input_guards, inputs,
                                      num_inputs, self._input_names)
@@ -627,15 +639,18 @@ cdef class ModelContainer(_Gated):
         # risk writing past it.
         self.library.require(<void*>self.library.fn.container_get_constant_data_size,
                              "AOTInductorModelContainerGetConstantDataSize")
-        values, unknown = self._constant_values(mapping)
+        table = self._constant_table()
+        values, unknown = table.check(mapping)
         if unknown:
             raise ValueError(f"unknown constants {unknown}; the model's constants "
                              f"are {sorted(c.original_fqn for c in self.constants)}")
         if validate_full_update:
-            missing = self._missing_constants(values)
+            missing = table.unset(values)
             if missing:
                 raise ValueError(f"validate_full_update: no value for {missing}")
         self._update_constants(values, use_inactive, validate_full_update, user_managed)
+        if not use_inactive:
+            self._note_active_constants()
 
     def update_inactive_constant_buffer(self, mapping):
         """Fill the inactive buffer with every constant (as the C ABI's
@@ -706,61 +721,36 @@ cdef class ModelContainer(_Gated):
             for i in range(count):
                 aoti_cy_free_handles(&pairs[i].handle, 1)
 
-    cdef tuple _constant_values(self, object mapping):
-        """({internal name: tensor}, [unknown keys]) after checking dtypes,
-        shapes, sizes and devices; raises naming every bad value."""
-        if not hasattr(mapping, "items"):
-            raise TypeError(f"constants must be given as a mapping, got "
-                            f"{type(mapping).__name__}")
-        by_name = {c.name: c for c in self.constants}
-        by_fqn = {c.original_fqn: c for c in self.constants}
-        shapes = self._constant_shapes()
-        values, unknown, wrong = {}, [], []
-        for key, tensor in mapping.items():
-            info = by_fqn.get(key) or by_name.get(key)
-            if info is None:
-                unknown.append(key)
-                continue
-            if isinstance(tensor, numpy.ndarray):
-                tensor = torch.from_numpy(tensor)
-            if not isinstance(tensor, torch.Tensor):
-                raise TypeError(f"constant {key!r} must be a torch.Tensor, "
-                                f"got {type(tensor).__name__}")
-            shape = shapes.get(info.name) if shapes is not None else None
-            if tensor.dtype != info.dtype:
-                wrong.append(f"{key!r} has dtype {tensor.dtype}, expected {info.dtype}")
-            elif shape is not None and tuple(tensor.shape) != shape:
-                wrong.append(f"{key!r} has shape {tuple(tensor.shape)}, expected {shape}")
-            elif info.data_size is not None and tensor.nbytes != info.data_size:
-                wrong.append(f"{key!r} has {tensor.nbytes} bytes "
-                             f"(shape {tuple(tensor.shape)}), expected {info.data_size}")
-            elif tensor.device != self._device and tensor.device.type != "cpu":
-                wrong.append(f"{key!r} is on {tensor.device}, the model on {self._device}")
-            # The runtime copies the whole storage from the data pointer, so
-            # hand it a tensor whose storage is exactly its own elements.
-            if (not tensor.is_contiguous() or tensor.storage_offset() != 0
-                    or tensor.untyped_storage().nbytes() != tensor.nbytes):
-                tensor = tensor.clone(memory_format=torch.contiguous_format)
-            values[info.name] = tensor.detach()
-        if wrong:
-            raise ValueError("constants do not match the model: " + "; ".join(wrong))
-        return values, unknown
+    cdef object _constant_table(self):
+        """The ConstantTable that checks values for this container."""
+        return ConstantTable(self.constants, self._constant_shapes(), self._device)
 
-    cdef list _missing_constants(self, dict values):
-        return [c.original_fqn for c in self.constants
-                if not c.from_folded and c.name not in values]
+    cdef dict _constant_shapes(self):
+        """Internal name -> shape of each constant that has a value in the
+        active buffer ({} where the model cannot say); kept once complete."""
+        if self._shapes is not None:
+            return self._shapes
+        if (self.library.fn.container_extract_constants_map_entries == NULL
+                and self.library.fn.container_extract_constants_map == NULL):
+            return {}
+        fqn_to_name = self.constant_fqns
+        shapes = {fqn_to_name[fqn]: tuple(t.shape) for fqn, t in
+                  self._extract(False, copy=False).items()}
+        if not ConstantTable(self.constants, shapes, self._device).unset(shapes):
+            self._shapes = shapes
+        return shapes
 
-    cdef object _constant_shapes(self):
-        """Internal name -> shape of every constant that is not folded, read
-        once from the active buffer; None where the model cannot say."""
-        if self._shapes is None:
-            if (self.library.fn.container_extract_constants_map_entries == NULL
-                    and self.library.fn.container_extract_constants_map == NULL):
-                return None
-            fqn_to_name = self.constant_fqns
-            self._shapes = {fqn_to_name[fqn]: tuple(t.shape) for fqn, t in
-                            self._extract(False, copy=False).items()}
-        return self._shapes
+    cdef _note_active_constants(self):
+        """Record which constants still have no value in the active buffer
+        (a package compiled without its weights): runs refuse until they do,
+        since the model would read through null pointers."""
+        if (self.library.fn.container_extract_constants_map_entries == NULL
+                and self.library.fn.container_extract_constants_map == NULL):
+            return
+        present = {self.constant_fqns[fqn] for fqn in self._extract(False, copy=False)}
+        unset = ConstantTable(self.constants, None, self._device).unset(present)
+        self._unset_constants = tuple(unset)
+        self._weights_missing = bool(unset)
 
     def extract_constants_map(self, *, use_inactive=False):
         """Original FQN -> a copy of each constant that is not folded, from the
@@ -829,6 +819,7 @@ cdef class ModelContainer(_Gated):
         which finish on the old constants; later runs see the new ones."""
         self._buffer_action(self.library.fn.container_swap_constant_buffer,
                             "AOTInductorModelContainerSwapConstantBuffer")
+        self._note_active_constants()
 
     def free_inactive_constant_buffer(self):
         """Release the inactive buffer's memory."""
@@ -852,30 +843,43 @@ cdef class ModelContainer(_Gated):
 
         Fills the inactive buffer, re-folds constants if the model folds any,
         then swaps: runs in flight finish on the old weights, later runs see
-        the new ones, no run sees a mix. ``strict`` demands a value for every
-        constant and no key that names none; otherwise missing constants keep
-        their current values and extra keys are ignored. Bad names, dtypes and
-        shapes are rejected, naming them, before anything changes. Calls are
-        serialised per container.
+        the new ones, no run sees a mix. A module's own ``state_dict()`` just
+        works: keys that alias a constant given under another key with the
+        same value (tied weights) are accepted, and buffers absent from the
+        state dict (non-persistent ones) keep their values. ``strict`` refuses
+        a weight with no value and a key that names no constant (a parameter
+        inductor compiled into the kernels cannot be updated: the message
+        says how to compile to keep it updatable); otherwise missing
+        constants keep their current values and extra keys are ignored. Bad
+        names, dtypes and shapes are rejected, naming them, before anything
+        changes. Calls are serialised per container.
         """
         self._check_open()
         with self._weights_lock:
-            values, unknown = self._constant_values(state_dict)
-            missing = self._missing_constants(values)
-            if strict and (unknown or missing):
-                raise ValueError(
-                    f"load_weights(strict=True): unknown keys {unknown}, "
-                    f"missing constants {missing}")
+            table = self._constant_table()
+            values, problems = table.match_state_dict(state_dict)
+            if strict and problems:
+                raise ValueError("load_weights(strict=True) changed nothing: "
+                                 + "; ".join(problems))
+            missing = table.unset(values)
             if missing:
+                # Kept at their current values (copied: the swap reuses memory).
                 fqn_to_name = self.constant_fqns
-                for fqn, tensor in self._extract(False, copy=True).items():
-                    values.setdefault(fqn_to_name[fqn], tensor)
+                current = self._extract(False, copy=True)
+                unset = [fqn for fqn in missing if fqn not in current]
+                if unset:
+                    raise ValueError(
+                        f"load_weights: constants {unset} have no value yet (the "
+                        f"package holds no weights for them): give them too")
+                for fqn in missing:
+                    values[fqn_to_name[fqn]] = current[fqn]
             self.library.require(<void*>self.library.fn.container_get_constant_data_size,
                                  "AOTInductorModelContainerGetConstantDataSize")
             self._update_constants(values, True, True, False)
             if any(c.from_folded for c in self.constants):
                 self.run_constant_folding(use_inactive=True)
             self.swap_constant_buffer()
+            self._note_active_constants()
 
     @property
     def constants_blob_size(self):
@@ -923,6 +927,7 @@ cdef class ModelContainer(_Gated):
             self._leave()
         self._blob_loaded = True
         lib.check(status, "AOTInductorModelUpdateConstantsFromBlob")
+        self._note_active_constants()
 
 
 cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL:
@@ -979,9 +984,12 @@ cdef class Model(_Gated):
     container's pool, locking or constant buffers: the C ABI's bare-metal
     path, for CPU models.
 
-    ``Model(library_path, constants=None, check_inputs=True)`` uses the
-    model's own embedded constants, or ``constants`` (original FQN or
-    internal name -> CPU tensor, every constant) instead. Runs are
+    ``Model(path, constants=None, *, model_name="model", check_inputs=True)``
+    takes what :func:`load` takes (a `.pt2`, an extracted package directory
+    or a model `.so`) and uses the package's weights, or ``constants``
+    (original FQN or internal name -> CPU tensor, every constant) instead.
+    A package without weights refuses to run until
+    :meth:`update_constants_map` gives them. Runs are
     serialised: one instance runs one call at a time (use a container for
     concurrency). ``check_inputs`` is as for :class:`ModelContainer`.
     """
@@ -990,27 +998,43 @@ cdef class Model(_Gated):
         self._handle = NULL
         self._lock = threading.Lock()
 
-    def __init__(self, library_path, constants=None, *, check_inputs=True):
+    def __init__(self, path, constants=None, *, model_name="model", check_inputs=True):
         cdef AOTInductorModelHandle handle = NULL
         cdef AOTIRuntimeError status
         cdef ModelLibrary lib
         cdef ModelContainer probe
         if self.library is not None:
             raise RuntimeError("Model.__init__ called twice")
-        # The single-instance ABI cannot describe the model: read its inputs,
-        # outputs and constants from a short-lived container of the same .so.
-        probe = ModelContainer(library_path, device="cpu", check_inputs=check_inputs)
-        with probe:
-            self._input_names = probe.input_names
-            self._output_names = probe.output_names
-            self._constants = probe.constants
-            self._shapes = probe._constant_shapes() or {}
-            values = None
-            if constants is not None:
-                values, unknown = probe._constant_values(constants)
-                missing = probe._missing_constants(values)
-                if unknown or missing:
-                    raise ValueError(f"constants: unknown keys {unknown}, missing {missing}")
+        artifact = _package.open_artifact(path, model_name)
+        try:
+            # The single-instance ABI cannot describe the model: read its
+            # inputs, outputs and constants from a short-lived container of
+            # the same .so, which also reads weights stored outside it.
+            probe = ModelContainer(artifact.library_path, device="cpu", check_inputs=False)
+            with probe:
+                artifact.load_weights_into(probe)
+                self._input_names = probe.input_names
+                self._output_names = probe.output_names
+                self._constants = probe.constants
+                self._table = probe._constant_table()
+                values = None
+                if constants is not None:
+                    values, unknown = self._table.check(constants)
+                    missing = self._table.unset(values)
+                    if unknown or missing:
+                        raise ValueError(
+                            f"constants: unknown keys {unknown}, missing {missing}")
+                elif artifact.stores_weights_outside_library:
+                    values = probe._extract(False, copy=True)
+                    if len(values) < len(self._table.unset({})):
+                        values = None   # a package without its weights
+                self._unset_constants = () if values else probe._unset_constants
+                self._weights_missing = bool(self._unset_constants)
+                self._weights_hint = "with update_constants_map()"
+        except BaseException:
+            artifact.cleanup()
+            raise
+        self._package = artifact
         self.library = lib = probe.library
         self._num_inputs = len(self._input_names)
         self._num_outputs = len(self._output_names)
@@ -1048,10 +1072,15 @@ cdef class Model(_Gated):
             aoti_cy_gate_close_and_drain(&self._active_runs, &self._closed)
         handle = self._handle
         self._handle = NULL
-        if handle != NULL:
-            with nogil:
-                status = self.library.fn.model_delete(handle)
-            self.library.check(status, "AOTInductorModelDelete")
+        package, self._package = self._package, None
+        try:
+            if handle != NULL:
+                with nogil:
+                    status = self.library.fn.model_delete(handle)
+                self.library.check(status, "AOTInductorModelDelete")
+        finally:
+            if package is not None:
+                package.cleanup()
 
     @property
     def num_outputs(self):
@@ -1087,6 +1116,8 @@ cdef class Model(_Gated):
         cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
         cdef bint entered = False
         self._check_open()
+        if self._weights_missing:
+            self._raise_weights_missing()
         inputs = _input_sequence(inputs, num_inputs, self._input_names)
         if num_inputs > STACK_HANDLES:
             input_heap.resize(num_inputs)
@@ -1134,28 +1165,12 @@ cdef class Model(_Gated):
         cdef unordered_map[string, AtenTensorHandle] constant_map
         cdef AOTIRuntimeError status
         cdef size_t i, count
-        if aoti_cy_gate_is_closed(&self._closed):
-            _raise_closed()
-        by_name = {c.name: c for c in self._constants}
-        by_fqn = {c.original_fqn: c for c in self._constants}
-        values, unknown, wrong = {}, [], []
-        for key, tensor in mapping.items():
-            info = by_fqn.get(key) or by_name.get(key)
-            if isinstance(tensor, numpy.ndarray):
-                tensor = torch.from_numpy(tensor)
-            if info is None:
-                unknown.append(key)
-            elif not isinstance(tensor, torch.Tensor) or tensor.dtype != info.dtype or (
-                    info.data_size is not None and tensor.nbytes != info.data_size) or (
-                    tuple(tensor.shape) != self._shapes.get(info.name, tuple(tensor.shape))):
-                wrong.append(key)
-            else:
-                values[info.name] = tensor.detach().contiguous()
-        missing = [c.original_fqn for c in self._constants
-                   if not c.from_folded and c.name not in values]
-        if unknown or wrong or missing:
-            raise ValueError(f"update_constants_map: unknown keys {unknown}, wrong "
-                             f"dtype or shape {wrong}, missing {missing}")
+        self._check_open()
+        values, unknown = self._table.check(mapping)
+        missing = self._table.unset(values)
+        if unknown or missing:
+            raise ValueError(f"update_constants_map: unknown keys {unknown}, "
+                             f"missing {missing}")
         count = len(values)
         pairs.resize(count)
         encoded = [name.encode() for name in values]
@@ -1176,3 +1191,5 @@ cdef class Model(_Gated):
                     status = lib.fn.model_update_constants_map(
                         self._handle, <AOTInductorConstantMapHandle>&constant_map)
                 lib.check(status, "AOTInductorModelUpdateConstantsMap")
+            self._unset_constants = ()
+            self._weights_missing = False

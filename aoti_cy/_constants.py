@@ -1,0 +1,153 @@
+"""Checking constant values (weights, buffers) before they reach the runtime.
+
+The runtime copies each given tensor's whole storage into the constant's slot
+without a bounds check, and trusts names, dtypes and devices. So every update
+entry point (``update_constant_buffer``, ``load_weights``,
+``Model.update_constants_map``) goes through one :class:`ConstantTable`, which
+names every bad value in one message before anything changes.
+
+Sizes: ``GetConstantDataSize`` reports a constant's slot, i.e. its bytes
+rounded up to the runtime's 64-byte alignment (a ``Linear(48, 40)`` bias has
+160 bytes in a 192-byte slot). A value fits when its shape is the constant's
+(known from the active buffer), or, where the shape is unknown (a container
+whose weights were never set), when its bytes round up to the slot.
+"""
+
+import numpy
+import torch
+
+__all__ = ["ALIGNMENT", "ConstantTable", "PARAMETER", "BUFFER", "TENSOR_CONSTANT"]
+
+# AOTI_CONST_ALIGNMENT in torch/csrc/inductor/aoti_runtime/model_base.h
+ALIGNMENT = 64
+
+# torch/csrc/inductor/aoti_runtime/constant_type.h
+UNKNOWN, PARAMETER, BUFFER, TENSOR_CONSTANT, FOLDED_CONSTANT = range(5)
+
+_COMPILED_IN = (
+    "not a constant of the compiled model: inductor compiled it into the "
+    "kernels (small tensors are inlined, and values computed from weights are "
+    "folded at compile time), so it cannot be updated. Compile with "
+    "torch._inductor.config.always_keep_tensor_constants=True to keep such "
+    "tensors updatable")
+
+
+def _aligned(nbytes):
+    return -(-nbytes // ALIGNMENT) * ALIGNMENT
+
+
+def _as_tensor(key, value):
+    if isinstance(value, numpy.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"constant {key!r} must be a torch.Tensor, got "
+                        f"{type(value).__name__}")
+    return value
+
+
+def _same_value(a, b):
+    """Whether two tensors hold the same value (the same memory counts)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.device == b.device and a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
+        return True
+    return bool(torch.equal(a, b.to(a.device)))
+
+
+class ConstantTable:
+    """A model's constants by internal name and FQN, with their shapes where
+    known, for one device."""
+
+    def __init__(self, constants, shapes, device):
+        self.constants = tuple(constants)
+        self.shapes = shapes or {}
+        self.device = device
+        self._by_name = {c.name: c for c in self.constants}
+        self._by_fqn = {c.original_fqn: c for c in self.constants}
+
+    def lookup(self, key):
+        """The ConstantInfo named ``key`` (original FQN or internal name), or None."""
+        return self._by_fqn.get(key) or self._by_name.get(key)
+
+    def check(self, mapping):
+        """({internal name: tensor ready for the runtime}, [unknown keys]);
+        raises ValueError naming every value whose dtype, shape, size or
+        device does not fit, TypeError for a value that is not a tensor."""
+        if not hasattr(mapping, "items"):
+            raise TypeError(f"constants must be given as a mapping, got "
+                            f"{type(mapping).__name__}")
+        values, unknown, wrong = {}, [], []
+        for key, value in mapping.items():
+            info = self.lookup(key)
+            if info is None:
+                unknown.append(key)
+                continue
+            tensor = _as_tensor(key, value)
+            problem = self._problem(key, info, tensor)
+            if problem:
+                wrong.append(problem)
+                continue
+            # The runtime copies the whole storage from the data pointer, so
+            # hand it a tensor whose storage is exactly its own elements.
+            if (not tensor.is_contiguous() or tensor.storage_offset() != 0
+                    or tensor.untyped_storage().nbytes() != tensor.nbytes):
+                tensor = tensor.clone(memory_format=torch.contiguous_format)
+            values[info.name] = tensor.detach()
+        if wrong:
+            raise ValueError("constants do not match the model: " + "; ".join(wrong))
+        return values, unknown
+
+    def _problem(self, key, info, tensor):
+        if tensor.dtype != info.dtype:
+            return f"{key!r} has dtype {tensor.dtype}, expected {info.dtype}"
+        shape = self.shapes.get(info.name)
+        if shape is not None and tuple(tensor.shape) != shape:
+            return f"{key!r} has shape {tuple(tensor.shape)}, expected {shape}"
+        slot = info.data_size
+        if slot is not None and (tensor.nbytes > slot or (
+                shape is None and _aligned(tensor.nbytes) != _aligned(slot))):
+            return (f"{key!r} has {tensor.nbytes} bytes (shape "
+                    f"{tuple(tensor.shape)}), the model's slot for it {slot}")
+        if tensor.device != self.device and tensor.device.type != "cpu":
+            return f"{key!r} is on {tensor.device}, the model on {self.device}"
+        return None
+
+    def unset(self, values):
+        """FQNs of the constants that are not folded and have no value in
+        ``values`` (internal name -> tensor)."""
+        return [c.original_fqn for c in self.constants
+                if not c.from_folded and c.name not in values]
+
+    def match_state_dict(self, state_dict):
+        """Match a module's ``state_dict()`` against the constants.
+
+        Returns ``(values, problems)``: the checked values by internal name,
+        and per-key explanations of what a strict load refuses. Accepted
+        without complaint: keys that alias a constant given under another
+        key with the same value (tied weights, e.g. GPT-2's input and output
+        embeddings), and constants that are buffers or lifted tensors absent
+        from the state dict (non-persistent buffers never appear in one).
+        """
+        values, unknown = self.check(state_dict)
+        problems = []
+        given = {self.lookup(k).name: v for k, v in state_dict.items()
+                 if self.lookup(k) is not None}
+        for key in unknown:
+            tensor = _as_tensor(key, state_dict[key])
+            twins = [name for name, value in given.items()
+                     if value.shape == tensor.shape and value.dtype == tensor.dtype]
+            if any(_same_value(tensor, given[name]) for name in twins):
+                continue   # a tied alias of a constant given under another key
+            hint = _COMPILED_IN
+            if twins:
+                fqns = [self._by_name[n].original_fqn for n in twins]
+                hint += (f"; if it is tied to {fqns[0]!r}"
+                         f"{' (or ' + ', '.join(map(repr, fqns[1:])) + ')' if fqns[1:] else ''}"
+                         f", give both the same value")
+            problems.append(f"{key!r}: {hint}")
+        for c in self.constants:
+            if (not c.from_folded and c.name not in values and c.data_size != 0
+                    and c.type not in (BUFFER, TENSOR_CONSTANT)):
+                problems.append(f"{c.original_fqn!r}: a weight of the model with no "
+                                f"value in the state dict")
+        return values, problems
