@@ -25,11 +25,12 @@ ALIGNMENT = 64
 UNKNOWN, PARAMETER, BUFFER, TENSOR_CONSTANT, FOLDED_CONSTANT = range(5)
 
 _COMPILED_IN = (
-    "not a constant of the compiled model: inductor compiled it into the "
-    "kernels (small tensors are inlined, and values computed from weights are "
-    "folded at compile time), so it cannot be updated. Compile with "
-    "torch._inductor.config.always_keep_tensor_constants=True to keep such "
-    "tensors updatable")
+    "not constants of the compiled model. If one names a "
+    "parameter or buffer of the exported module, inductor compiled it into "
+    "the kernels (small tensors are inlined, values computed only from "
+    "weights are folded at compile time) and it cannot be updated; compile "
+    "with torch._inductor.config.always_keep_tensor_constants=True to keep "
+    "such tensors updatable")
 
 
 def _aligned(nbytes):
@@ -129,7 +130,7 @@ class ConstantTable:
         from the state dict (non-persistent buffers never appear in one).
         """
         values, unknown = self.check(state_dict)
-        problems = []
+        problems, unmatched = [], []
         given = {self.lookup(k).name: v for k, v in state_dict.items()
                  if self.lookup(k) is not None}
         for key in unknown:
@@ -138,16 +139,17 @@ class ConstantTable:
                      if value.shape == tensor.shape and value.dtype == tensor.dtype]
             if any(_same_value(tensor, given[name]) for name in twins):
                 continue   # a tied alias of a constant given under another key
-            hint = _COMPILED_IN
+            unmatched.append(key)
             if twins:
                 fqns = [self._by_name[n].original_fqn for n in twins]
-                hint += (f"; if it is tied to {fqns[0]!r}"
-                         f"{' (or ' + ', '.join(map(repr, fqns[1:])) + ')' if fqns[1:] else ''}"
-                         f", give both the same value")
-            problems.append(f"{key!r}: {hint}")
-        for c in self.constants:
-            if (not c.from_folded and c.name not in values and c.data_size != 0
-                    and c.type not in (BUFFER, TENSOR_CONSTANT)):
-                problems.append(f"{c.original_fqn!r}: a weight of the model with no "
-                                f"value in the state dict")
+                problems.append(f"if {key!r} is tied to {' or '.join(map(repr, fqns))}, "
+                                f"give them the same value")
+        if unmatched:
+            problems.insert(0, f"unknown keys {unmatched}: {_COMPILED_IN}")
+        missing = [c.original_fqn for c in self.constants
+                   if not c.from_folded and c.name not in values and c.data_size != 0
+                   and c.type not in (BUFFER, TENSOR_CONSTANT)]
+        if missing:
+            problems.insert(0, f"missing constants {missing} (weights of the model "
+                               f"with no value in the state dict)")
         return values, problems

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cstdio>
 #include <exception>
 #include <memory>
 #include <string>
@@ -92,16 +93,33 @@ bool passes(AotiCyInputCheck check, AtenTensorOpaque** handles, std::string* rea
   return false;
 }
 
+// The lower bound inductor puts on a dynamic dim is 2, not the exported
+// minimum: sizes 0 and 1 are specialised away while tracing, and the
+// generated code still handles 1 (torch's runner runs it). A dim of size 1
+// refused only for that is accepted; 0 stays refused (index arithmetic
+// modulo a size of 0 would trap). Returns the dim, or -1.
+int64_t size_one_refused(const std::string& why) {
+  long long dim = -1, bound = 0, got = 0;
+  if (std::sscanf(why.c_str(),
+                  "dim value is too small at %lld, expected it to be >= %lld, but got: %lld",
+                  &dim, &bound, &got) == 3 &&
+      bound == 2 && got == 1) {
+    return dim;
+  }
+  return -1;
+}
+
 // Runs input `i`'s check on a probe of `like`'s dtype and device with these
 // sizes and strides; "" if it passes, else the check's message. The probe
 // holds no data (checks read only metadata) and has as many dims as given,
-// so a check that stops at a mismatch never reads past its arrays.
+// so a check that stops at a mismatch never reads past its arrays. Dims
+// below `relax_below` of size 1 refused only by inductor's lower bound of 2
+// are checked as 2 instead (see size_one_refused).
 std::string probe(AotiCyInputCheck check, AtenTensorOpaque** handles, size_t i,
-                  const at::Tensor& like, c10::IntArrayRef sizes,
-                  c10::IntArrayRef strides) {
+                  const at::Tensor& like, std::vector<int64_t> sizes,
+                  c10::IntArrayRef strides, int64_t relax_below) {
   at::Tensor fake = at::empty(
       {0}, at::TensorOptions().dtype(like.scalar_type()).device(like.device()));
-  fake.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
   struct Restore {  // put the caller's handle back whatever happens
     AtenTensorOpaque** slot;
     AtenTensorOpaque* real;
@@ -109,25 +127,64 @@ std::string probe(AotiCyInputCheck check, AtenTensorOpaque** handles, size_t i,
   } restore{&handles[i], handles[i]};
   handles[i] = reinterpret_cast<AtenTensorOpaque*>(&fake);
   std::string why;
-  return passes(check, handles, &why) ? "" : why;
+  for (int64_t tries = 0; tries <= relax_below; ++tries) {
+    fake.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
+    if (passes(check, handles, &why)) return "";
+    const int64_t dim = size_one_refused(why);
+    if (dim < 0 || dim >= relax_below || sizes[dim] != 1) break;
+    sizes[dim] = 2;
+  }
+  return why;
 }
 
 std::string rank_message(int64_t ndim, const std::string& expected) {
   return "it has " + std::to_string(ndim) + " dimensions, the model expects " + expected;
 }
 
+// The tensor's own check; "" if it passes (see probe for dims of size 1).
+std::string check_tensor(const Guard& guard, AtenTensorOpaque** handles, size_t i,
+                         const at::Tensor& tensor) {
+  std::string why;
+  if (passes(guard.check, handles, &why)) return "";
+  if (size_one_refused(why) < 0) return why;
+  return probe(guard.check, handles, i, tensor, tensor.sizes().vec(), tensor.strides(),
+               tensor.dim());
+}
+
+// Whether the check reads dim `dim` of a probe shaped like `sizes`/`strides`:
+// two marker values there (size 0 stride -7, size 1 stride -9) that no
+// checked dim accepts both of, and whose messages differ when it is read.
+// `same_failure` receives the message when both fail alike (the mismatch is
+// elsewhere). Two markers, because one can collide with a real layout (a
+// negative stride is rewritten where the size is 0).
+bool reads_dim(const Guard& guard, AtenTensorOpaque** handles, size_t i,
+               const at::Tensor& like, std::vector<int64_t> sizes,
+               std::vector<int64_t> strides, size_t dim, std::string* same_failure) {
+  sizes[dim] = 0;
+  strides[dim] = -7;
+  const std::string first = probe(guard.check, handles, i, like, sizes, strides,
+                                  static_cast<int64_t>(dim));
+  sizes[dim] = 1;
+  strides[dim] = -9;
+  const std::string second = probe(guard.check, handles, i, like, sizes, strides,
+                                   static_cast<int64_t>(dim));
+  if (first.empty() && second.empty()) return false;
+  if (first == second) {
+    *same_failure = first;
+    return false;
+  }
+  return true;
+}
+
 // The checks compare sizes[k] and strides[k] for every dim the model knows
 // and never the rank: a tensor with extra trailing dims passes them, and one
 // with fewer dims has sizes read past its end. So, the first time, the rank
-// is learned from probes before the tensor itself is checked. A marker dim
-// (size 0 and stride -7, or size 1 and stride -9) is one no checked dim
-// accepts, and the check's message quotes the value it got:
-//   1. the tensor's dims plus a marker dim must pass: if the model knew that
-//      dim, the two markers fail with different messages (more dims
-//      expected); the same message means an earlier mismatch (dtype, a size),
-//      which is the answer;
+// is learned from probes before the tensor itself is checked:
+//   1. the tensor's dims plus a marker dim: if the check reads it, the model
+//      expects more dims; if both markers fail alike, the mismatch is
+//      earlier (dtype, a size), which is the answer;
 //   2. the tensor itself is checked (now known not to be read past its end);
-//   3. its last dim marked must fail: else the model has fewer dims.
+//   3. its last dim marked: if the check never reads it, the model has fewer.
 // Returns "" (and stores the rank) when the tensor fits, else why not.
 std::string check_learning_rank(Guard& guard, AtenTensorOpaque** handles, size_t i,
                                 const at::Tensor& tensor) {
@@ -135,22 +192,20 @@ std::string check_learning_rank(Guard& guard, AtenTensorOpaque** handles, size_t
   std::vector<int64_t> sizes(tensor.sizes().begin(), tensor.sizes().end());
   std::vector<int64_t> strides(tensor.strides().begin(), tensor.strides().end());
   sizes.push_back(0);
-  strides.push_back(-7);
-  std::string first = probe(guard.check, handles, i, tensor, sizes, strides);
-  if (!first.empty()) {
-    sizes.back() = 1;
-    strides.back() = -9;
-    const std::string second = probe(guard.check, handles, i, tensor, sizes, strides);
-    return second == first ? first : rank_message(ndim, "more");
+  strides.push_back(0);
+  std::string earlier;
+  if (reads_dim(guard, handles, i, tensor, sizes, strides, ndim, &earlier)) {
+    return rank_message(ndim, "more");
   }
-  std::string why;
-  if (!passes(guard.check, handles, &why)) return why;
+  if (!earlier.empty()) return earlier;
+  std::string why = check_tensor(guard, handles, i, tensor);
+  if (!why.empty()) return why;
   if (ndim > 0) {
     sizes.pop_back();
     strides.pop_back();
-    sizes.back() = 0;
-    strides.back() = -7;
-    if (probe(guard.check, handles, i, tensor, sizes, strides).empty()) {
+    std::string alike;
+    if (!reads_dim(guard, handles, i, tensor, sizes, strides, ndim - 1, &alike) &&
+        alike.empty()) {
       return rank_message(ndim, "fewer");
     }
   }
@@ -174,7 +229,7 @@ std::string mismatch(Guard& guard, AtenTensorOpaque** handles, size_t i) {
     // Compared first: the check reads sizes[k] for every dim the model knows.
     why = rank_message(tensor->dim(), std::to_string(rank));
   } else {
-    passes(guard.check, handles, &why);
+    why = check_tensor(guard, handles, i, *tensor);
   }
   if (why.empty()) guard.accepted.remember(*tensor->unsafeGetTensorImpl());
   return why;

@@ -219,7 +219,7 @@ def test_single_instance_model_rejects_bad_constants(package):
         library = container.library_path
         weights = container.extract_constants_map()
         with aoti_cy.Model(library) as model:
-            with pytest.raises(ValueError, match=r"wrong dtype or shape \['fc1.weight'\]"):
+            with pytest.raises(ValueError, match=r"'fc1.weight' has shape \(4096,\), expected \(64, 64\)"):
                 model.update_constants_map(dict(weights, **{"fc1.weight": torch.zeros(64 * 64)}))
         with pytest.raises(ValueError, match="unknown keys"):
             aoti_cy.Model(library, constants=dict(weights, nope=torch.zeros(1)))
