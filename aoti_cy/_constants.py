@@ -124,10 +124,12 @@ class ConstantTable:
 
         Returns ``(values, problems)``: the checked values by internal name,
         and per-key explanations of what a strict load refuses. Accepted
-        without complaint: keys that alias a constant given under another
-        key with the same value (tied weights, e.g. GPT-2's input and output
-        embeddings), and constants that are buffers or lifted tensors absent
-        from the state dict (non-persistent buffers never appear in one).
+        without complaint: keys that alias a constant given under another key
+        with the same value (tied weights, e.g. GPT-2's input and output
+        embeddings), integer scalars that no constant holds (counters such as
+        BatchNorm's ``num_batches_tracked``, which inference does not read),
+        and constants that are buffers or lifted tensors absent from the
+        state dict (non-persistent buffers never appear in one).
         """
         values, unknown = self.check(state_dict)
         problems, unmatched = [], []
@@ -139,6 +141,8 @@ class ConstantTable:
                      if value.shape == tensor.shape and value.dtype == tensor.dtype]
             if any(_same_value(tensor, given[name]) for name in twins):
                 continue   # a tied alias of a constant given under another key
+            if tensor.dim() == 0 and not (tensor.is_floating_point() or tensor.is_complex()):
+                continue   # a counter such as BatchNorm's num_batches_tracked
             unmatched.append(key)
             if twins:
                 fqns = [self._by_name[n].original_fqn for n in twins]

@@ -193,10 +193,13 @@ cdef class _Gated:
         aoti_cy_gate_leave(&self._active_runs)
 
     cdef int _raise_weights_missing(self) except -1:
+        names = list(self._unset_constants)
+        shown = ", ".join(map(repr, names[:6])) + (
+            f" and {len(names) - 6} more" if len(names) > 6 else "")
         raise RuntimeError(
-            f"this {type(self).__name__} has no value yet for constants "
-            f"{list(self._unset_constants)} (its package holds no weights): "
-            f"give them first ({self._weights_hint})")
+            f"this {type(self).__name__} has no value yet for {len(names)} "
+            f"constants ({shown}): its package holds no weights; give them "
+            f"first ({self._weights_hint})")
 
     @property
     def closed(self):
@@ -870,7 +873,9 @@ cdef class ModelContainer(_Gated):
                 if unset:
                     raise ValueError(
                         f"load_weights: constants {unset} have no value yet (the "
-                        f"package holds no weights for them): give them too")
+                        f"package holds no weights for them): give them too "
+                        f"(non-persistent buffers are not in a state_dict(): add "
+                        f"them, e.g. dict(module.state_dict(), **dict(module.named_buffers())))")
                 for fqn in missing:
                     values[fqn_to_name[fqn]] = current[fqn]
             self.library.require(<void*>self.library.fn.container_get_constant_data_size,

@@ -7,6 +7,7 @@ source, its example inputs, the device and the inductor options.
 ``AOTI_CY_CACHE`` names the cache folder (default ``~/.cache/aoti_cy``).
 """
 
+import collections
 import hashlib
 import inspect
 import os
@@ -15,7 +16,15 @@ import warnings
 
 import torch
 
-__all__ = ["EXAMPLES", "Example", "cache_dir", "compile_package"]
+__all__ = ["EXAMPLES", "Example", "ModelSpec", "cache_dir", "compile_multi_package",
+           "compile_package"]
+
+ModelSpec = collections.namedtuple(
+    "ModelSpec", "model_cls args kwargs init_args dynamic_shapes strict",
+    defaults=(None, (), None, False))
+ModelSpec.__doc__ = """What to export: ``model_cls(*init_args)`` called with
+``args`` and ``kwargs``, with ``dynamic_shapes``, by strict or non-strict
+``torch.export.export``."""
 
 
 def cache_dir():
@@ -34,40 +43,80 @@ def _describe(value):
     return repr(value)
 
 
+def _source_key(model_cls):
+    """The model's source, and the version of the library it comes from
+    (a class from ``transformers`` changes with its release)."""
+    top = model_cls.__module__.partition(".")[0]
+    version = getattr(__import__(top), "__version__", "") if top != "__main__" else ""
+    return f"{model_cls.__module__}:{version}\n{inspect.getsource(model_cls)}"
+
+
 def compile_package(model_cls, args, *, kwargs=None, device="cpu",
-                    inductor_configs=None, init_args=()):
-    """Path of a `.pt2` for ``model_cls(*init_args)`` exported with ``args``,
-    compiled on first use and cached. The model's parameters come from a
-    fixed seed, so the same key always means the same weights."""
-    kwargs = kwargs or {}
+                    inductor_configs=None, init_args=(), dynamic_shapes=None, strict=False):
+    """Path of a `.pt2` for ``model_cls(*init_args)`` exported with ``args``
+    (and ``kwargs``, ``dynamic_shapes``), compiled on first use and cached.
+    The model's parameters come from a fixed seed, so the same key always
+    means the same weights."""
+    return compile_multi_package(
+        {"model": ModelSpec(model_cls, args, kwargs, init_args, dynamic_shapes, strict)},
+        device=device, inductor_configs=inductor_configs)
+
+
+def compile_multi_package(models, *, device="cpu", inductor_configs=None):
+    """Path of a `.pt2` holding several models, ``models`` mapping each
+    model name to a :class:`ModelSpec`; compiled on first use and cached like
+    :func:`compile_package`."""
     configs = dict(inductor_configs or {})
-    key = "\n".join([
-        torch.__version__, inspect.getsource(model_cls), repr(init_args),
-        _describe(args), _describe(kwargs), str(device), repr(sorted(configs.items())),
-    ])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    path = os.path.join(cache_dir(), f"{model_cls.__name__}-{digest}.pt2")
-    if os.path.exists(path):
-        _save_sample_inputs(path, args, kwargs)
-        return path
-    os.makedirs(cache_dir(), exist_ok=True)
-    model = make_model(model_cls, init_args, device)
-    # torch's export/compile path warns about its own internals.
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        exported = torch.export.export(model, tuple(args), kwargs)
-        # Compile under a temporary name, then move it into place atomically.
-        fd, tmp = tempfile.mkstemp(suffix=".pt2", dir=cache_dir())
-        os.close(fd)
-        try:
-            torch._inductor.aoti_compile_and_package(
-                exported, package_path=tmp, inductor_configs=configs)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    _save_sample_inputs(path, args, kwargs)
+    models = {name: ModelSpec(*spec) for name, spec in models.items()}
+    parts = [torch.__version__, str(device), repr(sorted(configs.items()))]
+    for name, spec in sorted(models.items()):
+        parts += [name, _source_key(spec.model_cls), repr(spec.init_args),
+                  _describe(spec.args), _describe(spec.kwargs or {}),
+                  repr(spec.dynamic_shapes), repr(spec.strict)]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+    label = "+".join(spec[0].__name__ for _, spec in sorted(models.items()))
+    path = os.path.join(cache_dir(), f"{label}-{digest}.pt2")
+    if not os.path.exists(path):
+        os.makedirs(cache_dir(), exist_ok=True)
+        _compile_into(path, models, device, configs)
+    if len(models) == 1:
+        spec, = models.values()
+        _save_sample_inputs(path, spec.args, spec.kwargs or {})
     return path
+
+
+def _compile_into(path, models, device, configs):
+    # Compile under a temporary name, then move it into place atomically.
+    fd, tmp = tempfile.mkstemp(suffix=".pt2", dir=cache_dir())
+    os.close(fd)
+    # torch's export/compile path warns about its own internals.
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            exported = {
+                name: torch.export.export(
+                    make_model(spec.model_cls, spec.init_args, device), tuple(spec.args),
+                    spec.kwargs or {}, dynamic_shapes=spec.dynamic_shapes,
+                    strict=spec.strict)
+                for name, spec in models.items()}
+            if list(exported) == ["model"]:
+                torch._inductor.aoti_compile_and_package(
+                    exported["model"], package_path=tmp, inductor_configs=configs)
+            else:
+                files = {name: torch._inductor.aot_compile(
+                             program.module(), *_example_inputs(program),
+                             options=dict(configs, **{"aot_inductor.package": True}))
+                         for name, program in exported.items()}
+                torch._inductor.package.package_aoti(tmp, files)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _example_inputs(program):
+    args, kwargs = program.example_inputs
+    return tuple(args), dict(kwargs)
 
 
 def _save_sample_inputs(path, args, kwargs):
@@ -169,6 +218,24 @@ class Nested(torch.nn.Module):
                 "parts": (b * c, [mapping["x"] - a, mapping["y"] * scale])}
 
 
+class OddConstants(torch.nn.Module):
+    """Constants whose sizes are not multiples of the runtime's 64-byte
+    alignment, in several dtypes; each output shows one constant whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.one = torch.nn.Parameter(torch.randn(1))
+        self.three = torch.nn.Parameter(torch.randn(3, dtype=torch.float16))
+        self.forty = torch.nn.Parameter(torch.randn(40, dtype=torch.bfloat16))
+        self.odd = torch.nn.Parameter(torch.randn(5, 7))
+        self.register_buffer("counts", torch.arange(3, dtype=torch.int64))
+
+    def forward(self, x):
+        # Exact in every dtype: inductor computes half and bfloat16 in float32.
+        return (x + self.one, self.three * 2, self.forty * -2, self.odd * x[0],
+                self.counts * 3 + x[:3].long())
+
+
 def nested_call_args(device="cpu", seed=1):
     """(args, kwargs) for Nested."""
     g = torch.Generator().manual_seed(seed)
@@ -209,4 +276,5 @@ EXAMPLES = {
                       init_args=(256, 4)),
     "folding": Example(Folding, lambda g: [torch.randn(8, 32, generator=g)]),
     "heavy": Example(Heavy, lambda g: [torch.randn(512, 512, generator=g)]),
+    "odd_constants": Example(OddConstants, lambda g: [torch.randn(3, generator=g)]),
 }

@@ -1,0 +1,202 @@
+"""Real architectures (random-initialised `transformers` models, see
+real_models.py) through aoti_cy: parity with eager through ``run`` and
+``model(...)``, the same package through torch's own loader, weights from
+the module's own ``state_dict()``, dynamic batch 1, packages that keep their
+weights outside the `.so` or hold none, two models in one package, and a
+static KV cache the model updates in place."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.utils._pytree as pytree
+
+import aoti_cy
+from aoti_cy.testing import ModelSpec, compile_multi_package
+from real_models import (KV_CACHE_MODEL, REAL_MODELS, UPDATABLE, perturbed_state_dict)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU")]),
+]
+PICKLED = {"aot_inductor.package_constants_in_so": False,
+           "aot_inductor.package_constants_on_disk_format": "pickle_weights"}
+WEIGHTLESS = {"aot_inductor.package_constants_in_so": False}
+
+
+def assert_close(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def flat_tensors(args, kwargs):
+    """What ``run`` takes for a call: its tensors in pytree order."""
+    return [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+
+
+def eager_output(real, module, args, kwargs):
+    with torch.no_grad():
+        return real.output(module(*args, **kwargs))
+
+
+def check_parity(real, model, eager, device="cpu"):
+    for shape in real.calls:
+        args, kwargs = real.call(device=device, **shape)
+        want = eager_output(real, eager, args, kwargs)
+        assert_close(real.output(model(*args, **kwargs)), want)
+        assert_close(model.run(flat_tensors(args, kwargs)), want)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(REAL_MODELS))
+def test_parity_with_eager_and_torchs_loader(name, device):
+    real = REAL_MODELS[name]
+    path = real.package(device, **UPDATABLE)
+    eager = real.eager(device)
+    theirs = torch._inductor.aoti_load_package(path)
+    with aoti_cy.load(path) as model:
+        assert model.device.type == device
+        check_parity(real, model, eager, device)
+        for shape in real.calls:
+            args, kwargs = real.call(device=device, **dict(shape, seed=11))
+            assert_close(real.output(model(*args, **kwargs)),
+                         real.output(theirs(*args, **kwargs)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(REAL_MODELS))
+def test_load_weights_from_the_modules_own_state_dict(name, device):
+    real = REAL_MODELS[name]
+    eager = real.eager(device)
+    with aoti_cy.load(real.package(device, **UPDATABLE)) as model:
+        model.load_weights(eager.state_dict())          # strict, as the module gives it
+        check_parity(real, model, eager, device)
+        model.load_weights(perturbed_state_dict(eager))  # tied weights stay tied
+        check_parity(real, model, eager, device)
+
+
+def test_strict_load_names_weights_compiled_into_the_kernels():
+    # By default inductor inlines small tensors (ViT's 5-class bias): they
+    # cannot be updated, and a strict load says so and changes nothing.
+    real = REAL_MODELS["vit"]
+    eager = real.eager()
+    args, kwargs = real.call()
+    with aoti_cy.load(real.package()) as model:
+        before = real.output(model(*args, **kwargs))
+        state = perturbed_state_dict(eager)
+        with pytest.raises(ValueError, match=r"unknown keys \['classifier.bias'\].*"
+                                             r"always_keep_tensor_constants=True"):
+            model.load_weights(state)
+        assert_close(real.output(model(*args, **kwargs)), before)
+        model.load_weights(state, strict=False)   # everything but the inlined bias
+        changed = real.output(model(*args, **kwargs))
+        assert not torch.allclose(changed[0], before[0])
+
+
+def test_batch_one_and_other_sizes_of_a_dynamic_model():
+    real = REAL_MODELS["llama"]
+    eager = real.eager()
+    with aoti_cy.load(real.package(**UPDATABLE)) as model:
+        for batch, seq in [(1, 1), (1, 2), (2, 1), (5, 17), (8, 32)]:
+            args, kwargs = real.call(seed=batch * 100 + seq, batch=batch, seq=seq)
+            assert_close(real.output(model(*args, **kwargs)),
+                         eager_output(real, eager, args, kwargs))
+        for batch, seq in [(9, 4), (2, 33), (0, 4)]:   # outside the exported ranges
+            args, _ = real.call(batch=batch, seq=seq)
+            with pytest.raises(ValueError, match="does not fit the model"):
+                model.run(list(args))
+
+
+def test_pickle_weights_package():
+    real = REAL_MODELS["vit"]
+    path = real.package(**UPDATABLE, **PICKLED)
+    eager = real.eager()
+    with aoti_cy.load(path) as model:
+        check_parity(real, model, eager)
+        model.load_weights(perturbed_state_dict(eager))
+        check_parity(real, model, eager)
+    args, kwargs = real.call()
+    with aoti_cy.Model(path) as single:
+        assert_close(single.run(flat_tensors(args, kwargs)),
+                     eager_output(real, real.eager(), args, kwargs))
+
+
+def test_package_without_weights_refuses_to_run_until_given_them():
+    real = REAL_MODELS["llama"]
+    path = real.package(**UPDATABLE, **WEIGHTLESS)
+    eager = real.eager()
+    args, kwargs = real.call()
+    everything = dict(eager.state_dict(), **dict(eager.named_buffers()))
+    with aoti_cy.load(path) as model:
+        with pytest.raises(RuntimeError, match=r"no value yet for 22 constants \('model.embed_tokens.weight'"):
+            model(*args, **kwargs)
+        with pytest.raises(RuntimeError, match="no value yet"):
+            model.run(flat_tensors(args, kwargs))
+        # A non-persistent buffer (rotary inv_freq) is no part of state_dict().
+        with pytest.raises(ValueError, match="inv_freq.*named_buffers"):
+            model.load_weights(eager.state_dict())
+        model.load_weights(everything)
+        check_parity(real, model, eager)
+    with aoti_cy.Model(path) as single:
+        with pytest.raises(RuntimeError, match="no value yet"):
+            single.run(flat_tensors(args, kwargs))
+        fqns = {c.original_fqn for c in single.constants}
+        single.update_constants_map({k: v for k, v in everything.items() if k in fqns})
+        assert_close(single.run(flat_tensors(args, kwargs)),
+                     eager_output(real, eager, args, kwargs))
+
+
+def test_two_models_in_one_package():
+    gpt2, vit = REAL_MODELS["gpt2"], REAL_MODELS["vit"]
+    specs = {name: ModelSpec(real.model_cls, *real.call(), init_args=(real.config,))
+             for name, real in (("gpt2", gpt2), ("vit", vit))}
+    path = compile_multi_package(specs, inductor_configs=UPDATABLE)
+    for name, real in (("gpt2", gpt2), ("vit", vit)):
+        args, kwargs = real.call(seed=5)
+        want = eager_output(real, real.eager(), args, kwargs)
+        with aoti_cy.load(path, model_name=name) as model:
+            assert_close(real.output(model(*args, **kwargs)), want)
+        theirs = torch._inductor.package.load_package(path, model_name=name)
+        assert_close(real.output(theirs(*args, **kwargs)), want)
+    with pytest.raises(aoti_cy.PackageError, match="'gpt2', 'vit'"):
+        aoti_cy.load(path, model_name="bert")
+
+
+def test_static_kv_cache_updated_in_place_step_by_step():
+    real = KV_CACHE_MODEL
+    path = real.package(**UPDATABLE)
+    eager = real.eager()
+    theirs = torch._inductor.aoti_load_package(path)
+    with aoti_cy.load(path) as model:
+        for step in range(6):
+            args, _ = real.call(seed=step, step=step)
+            want = eager_output(real, eager, args, {})
+            assert_close([model(*args)], want)
+            assert_close([theirs(*args)], want)
+
+
+def test_output_type_from_another_module_says_what_to_import():
+    # A fresh interpreter, where transformers is not imported yet.
+    path = REAL_MODELS["llama"].package(**UPDATABLE)
+    script = f"""
+import torch, aoti_cy
+model = aoti_cy.load({path!r})
+ids = torch.zeros(1, 3, dtype=torch.long)
+try:
+    model(ids)
+except TypeError as e:
+    print("ERROR", e)
+import transformers.modeling_outputs
+print("AFTER", type(model(ids)).__name__)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert result.returncode == 0, result.stderr
+    assert "ERROR" in result.stdout and "import transformers.modeling_outputs" in result.stdout
+    assert "AFTER CausalLMOutputWithPast" in result.stdout
