@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import aoti_cy
+from aoti_cy.testing import compile_package
 from conftest import extract_library
 
 
@@ -224,3 +225,32 @@ def test_library_checks_under_env_raise_aoti_error(package, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["raised", "healthy"]
+
+
+class EmptyDims(torch.nn.Module):
+    """Inputs with an empty dim in each position."""
+
+    def forward(self, first, last, middle):
+        return first + 1, last * 2, middle - 1
+
+
+EMPTY_SHAPES = [(0, 3), (4, 0), (2, 0, 3)]
+
+
+def test_empty_dims_in_every_position_run_on_the_first_call():
+    args = [torch.randn(shape) for shape in EMPTY_SHAPES]
+    path = compile_package(EmptyDims, args)
+    with aoti_cy.load(path) as model:
+        for _ in range(2):
+            outputs = model.run(args)
+            assert [tuple(t.shape) for t in outputs] == EMPTY_SHAPES
+    for i, shape in enumerate(EMPTY_SHAPES):
+        for bad in (torch.randn(*shape, 1), torch.randn(shape[:-1]),
+                    torch.randn([s + 1 for s in shape])):
+            # first call with a wrong input: the rank is learned on it
+            with aoti_cy.load(path) as model:
+                wrong = list(args)
+                wrong[i] = bad
+                with pytest.raises(ValueError, match=f"input {i} "):
+                    model.run(wrong)
+                assert [tuple(t.shape) for t in model.run(args)] == EMPTY_SHAPES
