@@ -166,8 +166,10 @@ def _sym_int(value, what):
 
 def _arg(name, value, what):
     kind, inner = _single(value, what)
-    make = lambda count=0, ints=(), floats=(), strings=(): Arg(   # noqa: E731
-        name, kind, count, tuple(ints), tuple(floats), tuple(strings))
+
+    def make(count=0, ints=(), floats=(), strings=()):
+        return Arg(name, kind, count, tuple(ints), tuple(floats), tuple(strings))
+
     if kind == "as_none":
         return make()
     if kind == "as_tensor":
