@@ -54,6 +54,10 @@ extensions = [
                  ["aoti_cy/interface.pyx", "csrc/tensor_bridge.cpp",
                   "csrc/input_guards.cpp"],
                  include_dirs=[CSRC]),
+    # The proxy executor for models with fallback ops: compiled against torch.
+    CppExtension("aoti_cy._proxy_executor",
+                 ["aoti_cy/_proxy_executor.pyx", "csrc/proxy_executor.cpp"],
+                 include_dirs=[CSRC]),
 ]
 
 setup(

@@ -1,11 +1,16 @@
 from os import PathLike
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 
 import torch
 
 from aoti_cy._library import ModelLibrary
 
 _Stream = torch.cuda.Stream | int | None
+
+
+class _ProxyExecutor(Protocol):
+    @property
+    def handle(self) -> int: ...
 
 
 class ConstantInfo(NamedTuple):
@@ -22,7 +27,8 @@ class ModelContainer:
 
     def __init__(self, library_path: str | PathLike[str], device: str | torch.device = "cpu",
                  num_models: int = 1, cubin_dir: str | PathLike[str] | None = None,
-                 *, check_inputs: bool = True) -> None: ...
+                 *, check_inputs: bool = True,
+                 proxy_executor: _ProxyExecutor | None = None) -> None: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...

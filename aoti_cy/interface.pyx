@@ -37,7 +37,7 @@ from aoti_cy.includes.run_gate cimport *
 from aoti_cy._library cimport ModelLibrary, current_cuda_stream
 
 from aoti_cy._library import open_library
-from aoti_cy.errors import PackageError
+from aoti_cy.errors import AOTIError, PackageError
 from aoti_cy import _package
 from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
 from aoti_cy._constants import ConstantTable
@@ -230,6 +230,22 @@ cdef class _Gated:
         self.close()
 
 
+cdef int _raise_with_executor_reason(
+        ModelContainer container, AOTIRuntimeError status,
+        const char* function) except -1 with gil:
+    """The failed call's AOTIError with the proxy executor's reason added: the
+    model reports only that a fallback op's call failed, not which op or why."""
+    try:
+        container.library.check(status, function)
+    except AOTIError as error:
+        take_error = getattr(container._proxy_executor_owner, "take_error", None)
+        reason = take_error() if take_error is not None else None
+        if not reason:
+            raise
+        raise AOTIError(error.function, f"{error.detail}; {reason}") from None
+    return 0
+
+
 # The container must still reach its library in __dealloc__: never let the
 # collector clear `library` (and so dlclose it) before the container is freed.
 @cython.no_gc_clear
@@ -249,6 +265,13 @@ cdef class ModelContainer(_Gated):
     refused (pass ``x.contiguous()``), never copied behind your back.
     ``check_inputs=False`` skips them: a wrong shape or dtype then gives wrong
     numbers, or reads out of bounds and may crash the process.
+
+    Fallback ops: a model whose graph calls ops through the proxy executor
+    (custom ops, aten ops without a C shim) needs ``proxy_executor``, an
+    object whose int ``handle`` is a ``torch::aot_inductor::ProxyExecutor*``
+    (``aoti_cy._proxy_executor.executor_for(path, device)`` makes one from
+    the package's extern nodes; :func:`aoti_cy.load` does so itself). A
+    failed op's reason is added to the run's AOTIError.
 
     Thread safety: ``run`` may be called from any number of threads at once;
     ``close`` waits for runs and constant updates in flight and makes later
@@ -563,6 +586,8 @@ cdef class ModelContainer(_Gated):
                 aoti_cy_free_handles(inputs, num_inputs)
                 aoti_cy_free_handles(outputs, num_outputs)
         if called:
+            if status != AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL:
+                _raise_with_executor_reason(self, status, function)
             self.library.check(status, function)
         return 0
 
@@ -815,6 +840,9 @@ cdef class ModelContainer(_Gated):
                     <AOTIProxyExecutorHandle>self._proxy_executor)
         finally:
             self._leave()
+        if status != AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL:
+            _raise_with_executor_reason(
+                self, status, "AOTInductorModelContainerRunConstantFolding")
         lib.check(status, "AOTInductorModelContainerRunConstantFolding")
 
     def swap_constant_buffer(self):
