@@ -75,7 +75,7 @@ def measure(name, device, calls, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--models", default="resnet,vit,llama,bert,gpt2")
+    parser.add_argument("--models", default="resnet,vit,llama,bert,gpt2,gpt2_custom_op")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--json")

@@ -154,7 +154,46 @@ def _kv_cache():
         output=lambda out: [out], strict=True)
 
 
-REAL_MODELS = {m.name: m for m in (_resnet(), _vit(), _llama(), _bert(), _gpt2())}
+@torch.library.custom_op("aoti_cy_real::gelu_tanh", mutates_args=())
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's activation as a Python custom op: run through the proxy executor."""
+    return torch.nn.functional.gelu(x, approximate="tanh")
+
+
+@gelu_tanh.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+class CustomActivation(torch.nn.Module):
+    def forward(self, x):
+        return gelu_tanh(x)
+
+
+class GPT2WithCustomOp(torch.nn.Module):
+    """GPT-2 whose MLP activation in every block is a custom op."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.inner = transformers.GPT2LMHeadModel(config)
+        for block in self.inner.transformer.h:
+            block.mlp.act = CustomActivation()
+
+    def forward(self, input_ids):
+        return self.inner(input_ids, return_dict=False)[0]
+
+
+def _gpt2_custom_op():
+    real = _gpt2()
+    return RealModel(
+        "gpt2_custom_op", GPT2WithCustomOp, real.config,
+        lambda g: ((_ids(g, 2, 8, 100),), {}),
+        features=("a Python custom op in every block (proxy executor)",),
+        output=lambda out: [out])
+
+
+REAL_MODELS = {m.name: m for m in (_resnet(), _vit(), _llama(), _bert(), _gpt2(),
+                                   _gpt2_custom_op())}
 KV_CACHE_MODEL = _kv_cache()
 # Small tensors stay updatable constants instead of being inlined.
 UPDATABLE = {"always_keep_tensor_constants": True}
