@@ -127,6 +127,13 @@ cdef class ProxyExecutor:
         """The AOTIProxyExecutorHandle, as an int."""
         return <uintptr_t>aoti_cy_proxy_executor_handle(self._executor)
 
+    @property
+    def failure_check(self):
+        """Address of ``int check(const void* handle) noexcept``, callable
+        without the GIL: whether a call of the executor with that handle
+        failed on this thread since its error was last taken."""
+        return <uintptr_t>&aoti_cy_proxy_executor_failed
+
     def take_error(self):
         """Why a call made on this thread last failed (naming the op), or
         None; forgotten once read. A failed run reports only that the call

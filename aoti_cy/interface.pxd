@@ -16,6 +16,10 @@ from aoti_cy.includes.abi cimport (
     ContainerRunFn)
 from aoti_cy._library cimport ModelLibrary
 
+# aoti_cy_proxy_executor_failed (csrc/proxy_executor.h), reached through the
+# executor object: it lives in another extension module.
+ctypedef int (*ExecutorFailedFn)(const void* handle) noexcept nogil
+
 
 cdef class _Gated:
     # What containers and models share: the library they came from (kept
@@ -54,6 +58,7 @@ cdef class ModelContainer(_Gated):
     cdef dict _shapes              # internal name -> shape, once every one is known
     cdef object _weights_lock      # serialises load_weights
     cdef void* _proxy_executor     # AOTIProxyExecutorHandle for fallback ops, or NULL
+    cdef ExecutorFailedFn _executor_failed  # whether one of its calls failed here
     cdef object _proxy_executor_owner  # the Python object that owns it
 
     cdef _create(self, size_t num_models, object cubin_dir)

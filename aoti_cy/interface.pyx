@@ -297,6 +297,7 @@ cdef class ModelContainer(_Gated):
             # Runs hand the model this executor for its fallback ops; the
             # container keeps it alive for as long as it can run.
             self._proxy_executor = <void*><uintptr_t>proxy_executor.handle
+            self._executor_failed = <ExecutorFailedFn><uintptr_t>proxy_executor.failure_check
             self._proxy_executor_owner = proxy_executor
         self.library = open_library(library_path)
         self._create(num_models, cubin_dir)
@@ -580,6 +581,10 @@ cdef class ModelContainer(_Gated):
                            <AOTIProxyExecutorHandle>self._proxy_executor)
             self._leave()
             called = True
+            if (status == AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL
+                    and self._executor_failed(self._proxy_executor)):
+                # A fallback op failed and the model went on regardless.
+                status = AOTI_RUNTIME_FAILURE
         finally:
             if status != AOTI_RUNTIME_SUCCESS:
                 # The model nulls each input handle it takes; free the rest.

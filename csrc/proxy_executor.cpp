@@ -447,8 +447,10 @@ struct AotiCyProxyExecutor final : public torch::aot_inductor::ProxyExecutor {
     }
     message += " failed: ";
     message += why;
-    failed_executor = this;
-    failure_reason = message;
+    if (failed_executor != this) {  // keep the first failure of a run: its cause
+      failed_executor = this;
+      failure_reason = message;
+    }
     throw std::runtime_error(message);
   }
 
@@ -608,6 +610,12 @@ int aoti_cy_proxy_executor_add_node(AotiCyProxyExecutor* executor,
 
 void* aoti_cy_proxy_executor_handle(AotiCyProxyExecutor* executor) {
   return static_cast<torch::aot_inductor::ProxyExecutor*>(executor);
+}
+
+int aoti_cy_proxy_executor_failed(const void* handle) noexcept {
+  return failed_executor != nullptr &&
+         static_cast<const void*>(static_cast<const torch::aot_inductor::ProxyExecutor*>(
+             failed_executor)) == handle;
 }
 
 std::string aoti_cy_proxy_executor_take_error(const AotiCyProxyExecutor* executor) {

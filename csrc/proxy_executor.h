@@ -85,7 +85,13 @@ int aoti_cy_proxy_executor_add_node(AotiCyProxyExecutor* executor,
  * AOTIProxyExecutorHandle a model takes. */
 void* aoti_cy_proxy_executor_handle(AotiCyProxyExecutor* executor);
 
-/* Why this executor's last call on this thread failed, then forgotten: the
+/* Whether a call of the executor with this handle failed on this thread
+ * since its error was last taken. A model that does not check the call's
+ * status (torch 2.11's) goes on and may report success: its run is a failure
+ * all the same. Needs no GIL. */
+int aoti_cy_proxy_executor_failed(const void* handle) noexcept;
+
+/* Why this executor's first failed call on this thread failed, then forgotten: the
  * model reports only that the call failed, and this names the op. Empty when
  * none failed since the last take. */
 std::string aoti_cy_proxy_executor_take_error(const AotiCyProxyExecutor* executor);

@@ -27,6 +27,11 @@ from conftest import assert_outputs_match, extract_library
 import proxy_models
 from proxy_models import EXAMPLES
 
+TORCH_VERSION = tuple(int(p) for p in torch.__version__.split(".")[:2])
+# The model's own words when a fallback op's call fails; models without
+# AOTInductorGetLastError (torch 2.11) printed them to stderr instead.
+MODEL_SAYS_A_CALL_FAILED = "proxy_executor_call_function|printed its reason to stderr"
+
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
 
@@ -68,14 +73,15 @@ def test_custom_ops_match_eager_and_torch():
         for seed in range(2, 6):   # the stack is rebuilt on every call
             other = EXAMPLES["custom_ops"].inputs(seed=seed)
             assert_outputs_match(model.run(other), eager("custom_ops", other))
-    assert_outputs_match(torch._inductor.aoti_load_package(path)(*inputs), want)
+    if TORCH_VERSION >= (2, 13):   # torch 2.11's own loader fails on this model
+        assert_outputs_match(torch._inductor.aoti_load_package(path)(*inputs), want)
 
 
 def test_without_an_executor_the_model_fails(tmp_path):
     """What the executor is for: the same library run with a NULL executor."""
     library = extract_library(package("custom_ops"), tmp_path)
     with aoti_cy.ModelContainer(library) as bare:
-        with pytest.raises(aoti_cy.AOTIError, match="proxy_executor_call_function"):
+        with pytest.raises(aoti_cy.AOTIError, match=MODEL_SAYS_A_CALL_FAILED):
             bare.run(EXAMPLES["custom_ops"].inputs())
     with aoti_cy.ModelContainer(library, proxy_executor=executor_for(library, "cpu")) as model:
         inputs = EXAMPLES["custom_ops"].inputs()
@@ -253,7 +259,7 @@ def _rename_input(old, new):
 BAD_NODES = {
     "unknown_op": (0, _set("target", "aoti_cy_test::no_such_op"),
                    r"aoti_cy_test::no_such_op, which is not registered in this process: "
-                   r"it is a torch.library.custom_op: import the Python module"),
+                   r".*import the Python module"),
     "unknown_overload": (0, _set("target", "aoti_cy_test::mix.nope"), r"not registered"),
     "unregistered_namespace": (
         0, lambda n: n.update(target="elsewhere::mix", metadata={}),
@@ -365,7 +371,7 @@ def test_empty_node_list_means_no_executor(extracted):
     try:
         assert executor_for(os.path.splitext(extracted.json_path)[0] + ".so", "cpu") is None
         with aoti_cy.load(extracted.directory) as model:
-            with pytest.raises(aoti_cy.AOTIError, match="proxy_executor_call_function"):
+            with pytest.raises(aoti_cy.AOTIError, match=MODEL_SAYS_A_CALL_FAILED):
                 model.run(EXAMPLES["custom_ops"].inputs())
     finally:
         extracted.restore()
@@ -379,8 +385,9 @@ def test_op_module_not_imported():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "aoti_cy.errors.PackageError" in result.stderr
-    assert ("calls aoti_cy_test::mix, which is not registered in this process: it is a "
-            "torch.library.custom_op: import the Python module that defines it") in result.stderr
+    assert "calls aoti_cy_test::mix, which is not registered in this process" in result.stderr
+    # torch 2.13 marks custom_op nodes, so the message can say so; 2.11 does not.
+    assert "import the Python module" in result.stderr
 
 
 # ---- fuzzing the decoder -----------------------------------------------------------

@@ -201,7 +201,7 @@ def test_output_type_from_another_module_says_what_to_import():
     script = f"""
 import torch, aoti_cy
 model = aoti_cy.load({path!r})
-ids = torch.zeros(1, 3, dtype=torch.long)
+ids = torch.zeros(1, 7, dtype=torch.long)
 try:
     model(ids)
 except TypeError as e:

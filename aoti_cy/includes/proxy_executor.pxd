@@ -56,3 +56,4 @@ cdef extern from "proxy_executor.h":
         AotiCyProxyExecutor* executor, const AotiCyExternNode& node, string* error)
     void* aoti_cy_proxy_executor_handle(AotiCyProxyExecutor* executor)
     string aoti_cy_proxy_executor_take_error(const AotiCyProxyExecutor* executor)
+    int aoti_cy_proxy_executor_failed(const void* handle) noexcept nogil
