@@ -35,7 +35,9 @@ cdef class _Gated:
     cdef tuple _unset_constants    # FQNs of constants with no value yet
     cdef bint _weights_missing     # some constant has no value: runs refuse
     cdef str _weights_hint         # how to give them
+    cdef object _package           # the extracted package the model lives in
     cdef int _raise_weights_missing(self) except -1
+    cdef int _delete_handle(self) except -1
     cdef int _check_open(self) except -1
     cdef int _enter(self) except -1 nogil
     cdef void _leave(self) noexcept nogil
@@ -52,7 +54,6 @@ cdef class ModelContainer(_Gated):
     cdef bint _flat_call           # inputs: a flat tuple of tensors, no kwargs
     cdef int _out_kind             # OUT_GENERAL / OUT_TUPLE / OUT_LEAF
     cdef object _device            # torch.device
-    cdef object _package           # the extracted package the model lives in
     cdef tuple _constants          # ConstantInfo per constant, read on first use
     cdef bint _blob_loaded         # the runtime accepts a constants blob once
     cdef dict _shapes              # internal name -> shape, once every one is known
@@ -92,7 +93,6 @@ cdef class Model(_Gated):
     cdef size_t _num_outputs
     cdef tuple _constants
     cdef object _table             # aoti_cy._constants.ConstantTable
-    cdef object _package           # the extracted package the model lives in
     cdef object _lock              # one run or update at a time
 
 

@@ -201,6 +201,22 @@ cdef class _Gated:
             f"constants ({shown}): its package holds no weights; give them "
             f"first ({self._weights_hint})")
 
+    def close(self):
+        """Wait for the calls in flight, then free the handle and the
+        package's extracted files. Idempotent; every later call raises."""
+        with nogil:
+            aoti_cy_gate_close_and_drain(&self._active_runs, &self._closed)
+        package, self._package = self._package, None
+        try:
+            self._delete_handle()
+        finally:
+            if package is not None:
+                package.cleanup()
+
+    cdef int _delete_handle(self) except -1:
+        """Free the C handle (once); subclasses own one each."""
+        return 0
+
     @property
     def closed(self):
         """True once ``close()`` has been called (or creation failed)."""
@@ -376,23 +392,15 @@ cdef class ModelContainer(_Gated):
 
     # ---- lifetime -----------------------------------------------------------
 
-    def close(self):
-        """Wait for runs in flight, then free the container and its package
-        files. Idempotent; every later call on this container raises."""
-        cdef AOTInductorModelContainerHandle handle
-        with nogil:
-            aoti_cy_gate_close_and_drain(&self._active_runs, &self._closed)
-        handle = self._handle   # taken under the GIL: one closer deletes it
-        self._handle = NULL
-        package, self._package = self._package, None
-        try:
-            if handle != NULL:
-                with nogil:
-                    status = self.library.fn.container_delete(handle)
-                self.library.check(status, "AOTInductorModelContainerDelete")
-        finally:
-            if package is not None:
-                package.cleanup()
+    cdef int _delete_handle(self) except -1:
+        cdef AOTInductorModelContainerHandle handle = self._handle
+        cdef AOTIRuntimeError status
+        self._handle = NULL   # taken under the GIL: one closer deletes it
+        if handle != NULL:
+            with nogil:
+                status = self.library.fn.container_delete(handle)
+            self.library.check(status, "AOTInductorModelContainerDelete")
+        return 0
 
     # ---- description ----------------------------------------------------------
 
@@ -1102,23 +1110,15 @@ cdef class Model(_Gated):
             with nogil:
                 self.library.fn.model_delete(handle)
 
-    def close(self):
-        """Free the model instance; idempotent. Waits for a run in flight."""
-        cdef AOTInductorModelHandle handle
+    cdef int _delete_handle(self) except -1:
+        cdef AOTInductorModelHandle handle = self._handle
         cdef AOTIRuntimeError status
-        with nogil:
-            aoti_cy_gate_close_and_drain(&self._active_runs, &self._closed)
-        handle = self._handle
-        self._handle = NULL
-        package, self._package = self._package, None
-        try:
-            if handle != NULL:
-                with nogil:
-                    status = self.library.fn.model_delete(handle)
-                self.library.check(status, "AOTInductorModelDelete")
-        finally:
-            if package is not None:
-                package.cleanup()
+        self._handle = NULL   # taken under the GIL: one closer deletes it
+        if handle != NULL:
+            with nogil:
+                status = self.library.fn.model_delete(handle)
+            self.library.check(status, "AOTInductorModelDelete")
+        return 0
 
     @property
     def num_outputs(self):

@@ -4,6 +4,7 @@ source (see aoti_cy.testing), shared by every test."""
 import glob
 import os
 import tempfile
+import threading
 
 import pytest
 import torch
@@ -50,3 +51,22 @@ def assert_outputs_match(outputs, expected):
     assert len(outputs) == len(expected)
     for got, want in zip(outputs, expected):
         torch.testing.assert_close(got, want)
+
+
+def run_in_threads(work, count, timeout):
+    """Run ``work(i)`` on ``count`` threads at once; the exceptions they
+    raised (a thread still running after ``timeout`` s fails the test)."""
+    errors = []
+
+    def guarded(i):
+        try:
+            work(i)
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            errors.append(e)
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    return errors

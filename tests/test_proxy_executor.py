@@ -22,7 +22,7 @@ import aoti_cy
 from aoti_cy._extern_nodes import json_path_for, read_nodes
 from aoti_cy._proxy_executor import ProxyExecutor, executor_for
 from aoti_cy.testing import EXAMPLES as TESTING_EXAMPLES
-from conftest import assert_outputs_match, extract_library
+from conftest import assert_outputs_match, extract_library, run_in_threads
 
 import proxy_models
 from proxy_models import EXAMPLES
@@ -157,20 +157,12 @@ def test_two_threads_inside_a_python_op_at_once(monkeypatch):
     """run releases the GIL, the executor holds none, and the Python op takes
     it itself: with num_models=2 two runs meet inside the op."""
     monkeypatch.setattr(proxy_models, "BARRIER", threading.Barrier(2))
-    results, errors = {}, []
+    results = {}
     with aoti_cy.load(package("rendezvous"), num_models=2) as model:
         def work(i):
             x = torch.full((5, 7), float(i))
-            try:
-                results[i] = (x, model.run([x])[0])
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert not any(t.is_alive() for t in threads)
+            results[i] = (x, model.run([x])[0])
+        errors = run_in_threads(work, 2, timeout=60)
     assert not errors, errors
     for x, y in results.values():
         torch.testing.assert_close(y, (x + 1) * 2 - 1)
@@ -179,21 +171,12 @@ def test_two_threads_inside_a_python_op_at_once(monkeypatch):
 def test_threads_share_one_executor():
     runs = [EXAMPLES["custom_ops"].inputs(seed=s) for s in range(6)]
     wants = [eager("custom_ops", x) for x in runs]
-    errors = []
     with aoti_cy.load(package("custom_ops"), num_models=2) as model:
         def work(offset):
-            try:
-                for i in range(40):
-                    k = (i + offset) % len(runs)
-                    assert_outputs_match(model.run(runs[k]), wants[k])
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not any(t.is_alive() for t in threads)
+            for i in range(40):
+                k = (i + offset) % len(runs)
+                assert_outputs_match(model.run(runs[k]), wants[k])
+        errors = run_in_threads(work, 2, timeout=120)
     assert not errors, errors
 
 
