@@ -1124,10 +1124,12 @@ cdef class Model(_Gated):
     def num_outputs(self):
         """How many tensors :meth:`run` returns (from AOTInductorModelGetNumOutputs)."""
         cdef size_t count = 0
-        if aoti_cy_gate_is_closed(&self._closed):
-            _raise_closed()
-        self.library.check(self.library.fn.model_get_num_outputs(self._handle, &count),
-                           "AOTInductorModelGetNumOutputs")
+        self._enter()   # close() on another thread waits for this call
+        try:
+            self.library.check(self.library.fn.model_get_num_outputs(self._handle, &count),
+                               "AOTInductorModelGetNumOutputs")
+        finally:
+            self._leave()
         return count
 
     @property
@@ -1212,22 +1214,27 @@ cdef class Model(_Gated):
         count = len(values)
         pairs.resize(count)
         encoded = [name.encode() for name in values]
-        for i, tensor in enumerate(values.values()):
-            pairs[i].name = <const char*>(<bytes>encoded[i])
-            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
-        # The model takes ownership of the handles.
-        with self._lock:
-            if lib.fn.model_update_constants_map_v2 != NULL:
-                with nogil:
-                    status = lib.fn.model_update_constants_map_v2(
-                        self._handle, pairs.data(), <int32_t>count)
-                lib.check(status, "AOTInductorModelUpdateConstantsMapV2")
-            else:
-                for i in range(count):
-                    constant_map[string(pairs[i].name)] = pairs[i].handle
-                with nogil:
-                    status = lib.fn.model_update_constants_map(
-                        self._handle, <AOTInductorConstantMapHandle>&constant_map)
-                lib.check(status, "AOTInductorModelUpdateConstantsMap")
-            self._unset_constants = ()
-            self._weights_missing = False
+        # close() on another thread waits for the gate.
+        self._enter()
+        try:
+            # The model takes ownership of the handles.
+            for i, tensor in enumerate(values.values()):
+                pairs[i].name = <const char*>(<bytes>encoded[i])
+                pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
+            with self._lock:
+                if lib.fn.model_update_constants_map_v2 != NULL:
+                    with nogil:
+                        status = lib.fn.model_update_constants_map_v2(
+                            self._handle, pairs.data(), <int32_t>count)
+                    lib.check(status, "AOTInductorModelUpdateConstantsMapV2")
+                else:
+                    for i in range(count):
+                        constant_map[string(pairs[i].name)] = pairs[i].handle
+                    with nogil:
+                        status = lib.fn.model_update_constants_map(
+                            self._handle, <AOTInductorConstantMapHandle>&constant_map)
+                    lib.check(status, "AOTInductorModelUpdateConstantsMap")
+                self._unset_constants = ()
+                self._weights_missing = False
+        finally:
+            self._leave()

@@ -223,3 +223,29 @@ def test_single_instance_model_rejects_bad_constants(package):
                 model.update_constants_map(dict(weights, **{"fc1.weight": torch.zeros(64 * 64)}))
         with pytest.raises(ValueError, match="unknown keys"):
             aoti_cy.Model(library, constants=dict(weights, nope=torch.zeros(1)))
+
+
+def test_single_instance_model_closed_while_its_methods_run(package):
+    # close() waits for calls in flight: every call finishes or says closed.
+    from conftest import run_in_threads
+    path = package("mlp")
+    with aoti_cy.load(path) as container:
+        weights = container.extract_constants_map()
+    for _ in range(5):
+        model = aoti_cy.Model(path)
+        calls = [lambda: model.num_outputs, lambda: model.update_constants_map(weights),
+                 lambda: model.run(EXAMPLES["mlp"].inputs())]
+
+        def work(i):
+            for _ in range(200):
+                try:
+                    calls[i]()
+                except RuntimeError as e:
+                    assert "closed" in str(e)
+                    return
+        started = threading.Timer(0.01, model.close)
+        started.start()
+        errors = run_in_threads(work, len(calls), timeout=60)
+        started.join()
+        assert not errors, errors
+        assert model.closed
