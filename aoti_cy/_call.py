@@ -51,16 +51,17 @@ class CallSpec:
         self.keywords = []
         self.flat_inputs = False
         self.out_kind = OUT_GENERAL
+        self.in_spec = self.out_spec = None
+        self.error = "not parsed yet"
         self._parse()
 
     def _parse(self):
         """Parse the specs; on failure keep the reason in ``error`` (tried
         again at the next call: the module registering a type may be
         imported after loading)."""
-        self.in_spec = self.out_spec = None
         try:
-            self.in_spec = pytree.treespec_loads(self._texts[0])
-            self.out_spec = pytree.treespec_loads(self._texts[1])
+            in_spec = pytree.treespec_loads(self._texts[0])
+            out_spec = pytree.treespec_loads(self._texts[1])
         except Exception as e:  # an empty, foreign or unregistered spec
             missing = _unregistered_types(self._texts[0]) + _unregistered_types(self._texts[1])
             if missing:
@@ -72,7 +73,8 @@ class CallSpec:
             else:
                 self.error = f"the model has no usable call spec ({e}); use run()"
             return
-        self.error = None
+        # Assigned only once parsed: another thread may be calling.
+        self.in_spec, self.out_spec = in_spec, out_spec
         num_inputs = self.num_inputs
         args_spec = self.in_spec.child(0) if self._is_args_kwargs() else None
         self.keywords = (list(self.in_spec.child(1).context)
@@ -89,6 +91,7 @@ class CallSpec:
             self.out_kind = OUT_TUPLE
         else:
             self.out_kind = OUT_GENERAL
+        self.error = None
 
     def _usable(self):
         if self.error is not None:

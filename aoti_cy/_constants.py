@@ -46,6 +46,14 @@ def _as_tensor(key, value):
     return value
 
 
+def _padded(tensor, nbytes):
+    """``tensor``'s values at the start of a zeroed buffer of ``nbytes``."""
+    buffer = torch.zeros(nbytes // tensor.element_size(), dtype=tensor.dtype,
+                         device=tensor.device)
+    buffer[:tensor.numel()] = tensor.reshape(-1)
+    return buffer[:tensor.numel()].view(tensor.shape)
+
+
 def _same_value(a, b):
     """Whether two tensors hold the same value (the same memory counts)."""
     if a.dtype != b.dtype or a.shape != b.shape:
@@ -70,10 +78,15 @@ class ConstantTable:
         """The ConstantInfo named ``key`` (original FQN or internal name), or None."""
         return self._by_fqn.get(key) or self._by_name.get(key)
 
-    def check(self, mapping):
+    def check(self, mapping, uncopied=False):
         """({internal name: tensor ready for the runtime}, [unknown keys]);
         raises ValueError naming every value whose dtype, shape, size or
-        device does not fit, TypeError for a value that is not a tensor."""
+        device does not fit, TypeError for a value that is not a tensor.
+
+        ``uncopied``: the runtime will read the given memory itself
+        (``Model``, user-managed constants) rather than copy it into its slot.
+        Where the shape is unknown, a value shorter than the slot is then
+        copied into a slot-sized buffer, so kernels never read past it."""
         if not hasattr(mapping, "items"):
             raise TypeError(f"constants must be given as a mapping, got "
                             f"{type(mapping).__name__}")
@@ -93,6 +106,9 @@ class ConstantTable:
             if (not tensor.is_contiguous() or tensor.storage_offset() != 0
                     or tensor.untyped_storage().nbytes() != tensor.nbytes):
                 tensor = tensor.clone(memory_format=torch.contiguous_format)
+            if (uncopied and info.name not in self.shapes and info.data_size
+                    and tensor.nbytes < info.data_size):
+                tensor = _padded(tensor, info.data_size)
             values[info.name] = tensor.detach()
         if wrong:
             raise ValueError("constants do not match the model: " + "; ".join(wrong))
@@ -136,6 +152,8 @@ class ConstantTable:
         given = {self.lookup(k).name: v for k, v in state_dict.items()
                  if self.lookup(k) is not None}
         for key in unknown:
+            if not isinstance(state_dict[key], (torch.Tensor, numpy.ndarray)):
+                continue   # extra state (get_extra_state) is no constant
             tensor = _as_tensor(key, state_dict[key])
             twins = [name for name, value in given.items()
                      if value.shape == tensor.shape and value.dtype == tensor.dtype]

@@ -58,6 +58,7 @@ cdef class ModelContainer(_Gated):
     cdef bint _blob_loaded         # the runtime accepts a constants blob once
     cdef dict _shapes              # internal name -> shape, once every one is known
     cdef object _weights_lock      # serialises load_weights
+    cdef object _extract_lock      # one extract at a time (its entries are the container's)
     cdef void* _proxy_executor     # AOTIProxyExecutorHandle for fallback ops, or NULL
     cdef ExecutorFailedFn _executor_failed  # whether one of its calls failed here
     cdef object _proxy_executor_owner  # the Python object that owns it

@@ -300,6 +300,7 @@ cdef class ModelContainer(_Gated):
         self._handle = NULL
         self._proxy_executor = NULL
         self._weights_lock = threading.Lock()
+        self._extract_lock = threading.Lock()
         self._weights_hint = "with load_weights(state_dict) or update_constant_buffer()"
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None,
@@ -312,8 +313,13 @@ cdef class ModelContainer(_Gated):
         if proxy_executor is not None:
             # Runs hand the model this executor for its fallback ops; the
             # container keeps it alive for as long as it can run.
-            self._proxy_executor = <void*><uintptr_t>proxy_executor.handle
-            self._executor_failed = <ExecutorFailedFn><uintptr_t>proxy_executor.failure_check
+            handle = getattr(proxy_executor, "handle", 0)
+            failure_check = getattr(proxy_executor, "failure_check", 0)
+            if not handle or not failure_check:
+                raise TypeError("proxy_executor must be an aoti_cy ProxyExecutor "
+                                "(with non-zero handle and failure_check)")
+            self._proxy_executor = <void*><uintptr_t>handle
+            self._executor_failed = <ExecutorFailedFn><uintptr_t>failure_check
             self._proxy_executor_owner = proxy_executor
         self.library = open_library(library_path)
         self._create(num_models, cubin_dir)
@@ -681,7 +687,7 @@ cdef class ModelContainer(_Gated):
         self.library.require(<void*>self.library.fn.container_get_constant_data_size,
                              "AOTInductorModelContainerGetConstantDataSize")
         table = self._constant_table()
-        values, unknown = table.check(mapping)
+        values, unknown = table.check(mapping, uncopied=user_managed)
         if unknown:
             raise ValueError(f"unknown constants {unknown}; the model's constants "
                              f"are {sorted(c.original_fqn for c in self.constants)}")
@@ -809,6 +815,8 @@ cdef class ModelContainer(_Gated):
         cdef AOTIRuntimeError status
         result = {}
         self._enter()
+        # The entries live in the container until its next extract: one at a time.
+        self._extract_lock.acquire()
         try:
             if lib.fn.container_extract_constants_map_entries != NULL:
                 with nogil:
@@ -833,6 +841,7 @@ cdef class ModelContainer(_Gated):
             if copy:
                 result = {k: t.clone() for k, t in result.items()}
         finally:
+            self._extract_lock.release()
             self._leave()
         return result
 
@@ -851,6 +860,9 @@ cdef class ModelContainer(_Gated):
                 status = lib.fn.container_run_constant_folding(
                     self._handle, inactive, <AOTInductorStreamHandle>raw_stream,
                     <AOTIProxyExecutorHandle>self._proxy_executor)
+                if (status == AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL
+                        and self._executor_failed(self._proxy_executor)):
+                    status = AOTI_RUNTIME_FAILURE   # as in _invoke
         finally:
             self._leave()
         if status != AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL:
@@ -1053,6 +1065,11 @@ cdef class Model(_Gated):
             raise RuntimeError("Model.__init__ called twice")
         artifact = _package.open_artifact(path, model_name)
         try:
+            if executor_for(artifact.library_path, "cpu") is not None:
+                raise PackageError(
+                    f"{path} calls fallback ops through a proxy executor, which the "
+                    f"single-instance AOTInductorModelRun cannot take: load it with "
+                    f"aoti_cy.load() instead")
             # The single-instance ABI cannot describe the model: read its
             # inputs, outputs and constants from a short-lived container of
             # the same .so, which also reads weights stored outside it.
@@ -1206,7 +1223,8 @@ cdef class Model(_Gated):
         cdef AOTIRuntimeError status
         cdef size_t i, count
         self._check_open()
-        values, unknown = self._table.check(mapping)
+        # The model keeps these tensors as they are (no copy into slots).
+        values, unknown = self._table.check(mapping, uncopied=True)
         missing = self._table.unset(values)
         if unknown or missing:
             raise ValueError(f"update_constants_map: unknown keys {unknown}, "

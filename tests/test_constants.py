@@ -119,3 +119,29 @@ def test_sizes_are_checked_against_slots_when_shapes_are_unknown():
     for bad in (torch.zeros(49), torch.zeros(8)):   # 196 and 32 bytes
         with pytest.raises(ValueError, match="the model's slot for it 192"):
             table.check({"lin.bias": bad})
+
+
+def test_values_of_unknown_shape_never_leave_a_kernel_reading_past_them():
+    # Without weights the model cannot say shapes: a value that only fits the
+    # slot is accepted, and where the runtime keeps the caller's memory
+    # (Model, user-managed constants) it is first copied into a full slot.
+    path = EXAMPLE.package("cpu", **CONFIGS, **{"aot_inductor.package_constants_in_so": False})
+    values = random_values(5)
+    values["forty"] = values["forty"][:33]          # 66 bytes in a 128-byte slot
+    inputs = EXAMPLE.inputs()
+    with aoti_cy.Model(path) as model:
+        model.update_constants_map(values)
+        forty = model.run(inputs)[2]
+    torch.testing.assert_close(forty[:33], values["forty"] * -2)
+    assert torch.all(forty[33:] == 0)
+    with aoti_cy.load(path) as container:
+        container.update_constant_buffer(values, user_managed=True)
+        torch.testing.assert_close(container.run(inputs)[2], forty)
+
+
+def test_extra_state_in_a_state_dict_is_no_constant(odd_package):
+    values = dict(random_values(9), _extra_state={"version": 3})
+    inputs = EXAMPLE.inputs()
+    with aoti_cy.load(odd_package) as model:
+        model.load_weights(values)
+        assert_outputs_match(model.run(inputs), eager_outputs(random_values(9), inputs))

@@ -479,3 +479,9 @@ def test_executor_reads_nodes_directly(extracted):
     assert executor.targets == tuple(n.target for n in nodes)
     with pytest.raises(ValueError, match="invalid device"):
         ProxyExecutor(nodes, "not-a-device")
+
+
+def test_single_instance_model_refuses_fallback_ops():
+    # AOTInductorModelRun takes no proxy executor: say so at creation.
+    with pytest.raises(aoti_cy.PackageError, match=r"proxy executor.*aoti_cy.load\(\)"):
+        aoti_cy.Model(package("custom_ops"))
