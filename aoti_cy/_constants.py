@@ -28,9 +28,10 @@ _COMPILED_IN = (
     "not constants of the compiled model. If one names a "
     "parameter or buffer of the exported module, inductor compiled it into "
     "the kernels (small tensors are inlined, values computed only from "
-    "weights are folded at compile time) and it cannot be updated; compile "
-    "with torch._inductor.config.always_keep_tensor_constants=True to keep "
-    "such tensors updatable")
+    "weights are folded at compile time, and with freezing=True every weight "
+    "is) and it cannot be updated; compile with "
+    "torch._inductor.config.always_keep_tensor_constants=True (and without "
+    "freezing) to keep such tensors updatable")
 
 
 def _aligned(nbytes):
