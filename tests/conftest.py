@@ -70,3 +70,19 @@ def run_in_threads(work, count, timeout):
         t.join(timeout=timeout)
     assert not any(t.is_alive() for t in threads), "a thread did not finish"
     return errors
+
+
+class RunGate:
+    """Stands in for ``proxy_models.BARRIER``: a run of the ``rendezvous``
+    model stops inside its custom op until the test releases it, so a test
+    knows for certain that a run is in flight (no sleeping, no guessing how
+    long a model takes on this machine)."""
+
+    def __init__(self):
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def wait(self, timeout):
+        self.entered.set()
+        if not self.release.wait(timeout):
+            raise TimeoutError("the test never released the run")

@@ -170,11 +170,25 @@ def test_cpu_model_rejects_stream(package, example):
             model.run(example("add_one").inputs(), stream="s")
 
 
-def test_optional_symbol_missing_names_it(package):
-    with aoti_cy.load(package("add_one")) as model:
+def test_optional_symbol_missing_names_it(package, tmp_path):
+    # A real model whose RunSingleThreaded entry point is renamed in its
+    # dynamic symbol table (same length), so dlsym cannot find it.
+    library = extract_library(package("add_one"), tmp_path)
+    name = b"AOTInductorModelContainerRunSingleThreaded\x00"
+    with open(library, "rb") as f:
+        data = f.read()
+    assert name in data
+    with open(library, "wb") as f:
+        f.write(data.replace(name, b"X" + name[1:]))
+    x = torch.randn(8)
+    with aoti_cy.ModelContainer(library) as model:
         exported = model.library.exported()
-        assert set(exported) >= {"AOTInductorGetLastError", "AOTInductorModelContainerRunSingleThreaded"}
-        assert all(isinstance(v, bool) for v in exported.values())
+        assert exported["AOTInductorModelContainerRunSingleThreaded"] is False
+        assert exported["AOTInductorModelContainerCreateWithDevice"] is True
+        torch.testing.assert_close(model.run([x])[0], x + 1)   # the rest still works
+        with pytest.raises(aoti_cy.MissingSymbolError,
+                           match="AOTInductorModelContainerRunSingleThreaded"):
+            model.run_single_threaded([x])
 
 
 def test_tempdir_removed_at_exit_without_close(package):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import aoti_cy
-from conftest import aoti_tempdirs, extract_library
+from conftest import RunGate, aoti_tempdirs, extract_library
 
 JOIN_TIMEOUT = 120   # seconds; a thread still alive after this is a deadlock
 
@@ -62,19 +62,25 @@ def test_close_while_four_threads_run(package, example):
         torch.testing.assert_close(out, expected)
 
 
-def test_last_reference_dropped_while_a_run_is_in_flight(package, example):
+def test_last_reference_dropped_while_a_run_is_in_flight(monkeypatch):
+    import proxy_models
+    gate = RunGate()
+    monkeypatch.setattr(proxy_models, "BARRIER", gate)
+    path = proxy_models.EXAMPLES["rendezvous"].package()
     before = aoti_tempdirs()
-    inputs = example("heavy").inputs()
-    model = aoti_cy.load(package("heavy"))
+    model = aoti_cy.load(path)
     alive = weakref.ref(model)
+    x = torch.ones(5, 7)
     results = []
-    thread = threading.Thread(target=lambda run=model.run: results.append(run(inputs)))
+    thread = threading.Thread(target=lambda run=model.run: results.append(run([x])))
     thread.start()
+    assert gate.entered.wait(JOIN_TIMEOUT), "the run never reached the model"
     del model            # the worker's bound method now holds the only reference
-    time.sleep(0.02)
-    assert alive() is not None and thread.is_alive(), "the run should still be in flight"
+    gc.collect()
+    assert alive() is not None, "the container went while its run was in flight"
+    gate.release.set()
     _join_all([thread])
-    assert len(results) == 1 and results[0][0].shape == (512, 512)
+    torch.testing.assert_close(results[0][0], (x + 1) * 2 - 1)
     del thread
     gc.collect()
     assert alive() is None

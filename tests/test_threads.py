@@ -7,6 +7,9 @@ import sys
 import threading
 import time
 
+import pytest
+import torch
+
 import aoti_cy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,25 +61,27 @@ def test_two_threads_with_two_models_run_about_twice_as_fast(package):
     assert max(r["aoti_cy_num_models_2"]["speedup"] for r in results) > 1.5, results
 
 
-def test_close_waits_for_runs_in_flight(package, example):
-    inputs = example("heavy").inputs()
-    model = aoti_cy.load(package("heavy"), num_models=2)
-    results, errors = [], []
-
-    def worker():
-        try:
-            for _ in range(20):
-                results.append(model.run(inputs))
-        except RuntimeError as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    time.sleep(0.05)
-    model.close()
-    for t in threads:
+def test_close_waits_for_runs_in_flight(monkeypatch):
+    import proxy_models
+    from conftest import RunGate
+    gate = RunGate()
+    monkeypatch.setattr(proxy_models, "BARRIER", gate)
+    model = aoti_cy.load(proxy_models.EXAMPLES["rendezvous"].package())
+    x = torch.ones(5, 7)
+    results = []
+    runner = threading.Thread(target=lambda: results.append(model.run([x])))
+    closer = threading.Thread(target=model.close)
+    runner.start()
+    assert gate.entered.wait(60), "the run never reached the model"
+    closer.start()
+    closer.join(timeout=0.5)
+    # A close() that did not wait would have freed the container under the run.
+    assert closer.is_alive(), "close() returned while a run was in flight"
+    assert model.closed   # ...but later calls are already refused
+    with pytest.raises(RuntimeError, match="closed"):
+        model.run([x])
+    gate.release.set()
+    for t in (runner, closer):
         t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads)
-    assert all("closed" in str(e) for e in errors)
-    assert all(len(r) == 1 for r in results)
+    assert not runner.is_alive() and not closer.is_alive()
+    torch.testing.assert_close(results[0][0], (x + 1) * 2 - 1)
