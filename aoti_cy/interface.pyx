@@ -55,8 +55,6 @@ where the model does not export them."""
 
 aoti_cy_accept_arrays_of(<PyObject*>numpy.ndarray)
 
-# Runs with at most this many inputs (outputs) keep their handles on the stack.
-DEF STACK_HANDLES = 16
 
 
 cdef str _decode(const char* text):
@@ -505,15 +503,8 @@ cdef class ModelContainer(_Gated):
 
     cdef list _run(self, ContainerRunFn entry, const char* function,
                    object inputs, object stream):
-        cdef AtenTensorHandle input_stack[STACK_HANDLES]
-        cdef AotiCyTensorRef* keep_stack[STACK_HANDLES]
-        cdef AtenTensorHandle output_stack[STACK_HANDLES]
-        cdef vector[AtenTensorHandle] input_heap, output_heap
-        cdef vector[AotiCyTensorRef*] keep_heap
-        cdef AtenTensorHandle* input_handles = input_stack
-        cdef AotiCyTensorRef** keep_refs = keep_stack
-        cdef AtenTensorHandle* output_handles = output_stack
-        cdef size_t num_inputs, num_outputs = self._num_outputs
+        cdef AotiCyRunBuffers buffers
+        cdef size_t num_inputs = self._num_inputs, num_outputs = self._num_outputs
         cdef AotiCyDevice device
         cdef void* raw_stream
 
@@ -522,29 +513,21 @@ cdef class ModelContainer(_Gated):
         raw_stream = _stream_pointer(stream)
         if raw_stream != NULL and self._device_type != AOTI_CY_DEVICE_CUDA:
             raise ValueError("stream is only meaningful for CUDA models")
-        inputs = _input_sequence(inputs, self._num_inputs, self._input_names)
-        num_inputs = self._num_inputs
-        if num_inputs > STACK_HANDLES:
-            input_heap.resize(num_inputs)
-            keep_heap.resize(num_inputs)
-            input_handles = input_heap.data()
-            keep_refs = keep_heap.data()
-        if num_outputs > STACK_HANDLES:
-            output_heap.resize(num_outputs)
-            output_handles = output_heap.data()
+        inputs = _input_sequence(inputs, num_inputs, self._input_names)
+        buffers.reserve(num_inputs, num_outputs)
         device.type = self._device_type
         device.index = self._device_index
         aoti_cy_handles_from_tensors(
-            PySequence_Fast_ITEMS(inputs), num_inputs, input_handles, device,
-            <PyObject*>self._input_names, keep_refs)
+            PySequence_Fast_ITEMS(inputs), num_inputs, buffers.inputs, device,
+            <PyObject*>self._input_names, buffers.keepalive)
         try:
             with nogil:
-                self._invoke(entry, function, input_handles, num_inputs,
-                             output_handles, num_outputs, raw_stream)
+                self._invoke(entry, function, buffers.inputs, num_inputs,
+                             buffers.outputs, num_outputs, raw_stream)
         finally:
             # Dropped here, with the GIL: see aoti_cy_handles_from_tensors.
-            aoti_cy_drop_refs(keep_refs, num_inputs)
-        return aoti_cy_list_from_handles(output_handles, num_outputs)
+            aoti_cy_drop_refs(buffers.keepalive, num_inputs)
+        return aoti_cy_list_from_handles(buffers.outputs, num_outputs)
 
     cdef int run_handles(
             self, AtenTensorHandle* inputs, size_t num_inputs,
@@ -1160,15 +1143,8 @@ cdef class Model(_Gated):
 
     def run(self, inputs):
         """Run on a list (or tuple) of CPU tensors; return a list of tensors."""
-        cdef AtenTensorHandle input_stack[STACK_HANDLES]
-        cdef AotiCyTensorRef* keep_stack[STACK_HANDLES]
-        cdef AtenTensorHandle output_stack[STACK_HANDLES]
-        cdef vector[AtenTensorHandle] input_heap, output_heap
-        cdef vector[AotiCyTensorRef*] keep_heap
-        cdef AtenTensorHandle* input_handles = input_stack
-        cdef AotiCyTensorRef** keep_refs = keep_stack
-        cdef AtenTensorHandle* output_handles = output_stack
-        cdef size_t i, num_inputs = self._num_inputs, num_outputs = self._num_outputs
+        cdef AotiCyRunBuffers buffers
+        cdef size_t num_inputs = self._num_inputs, num_outputs = self._num_outputs
         cdef AotiCyDevice device
         cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
         cdef bint entered = False
@@ -1176,43 +1152,34 @@ cdef class Model(_Gated):
         if self._weights_missing:
             self._raise_weights_missing()
         inputs = _input_sequence(inputs, num_inputs, self._input_names)
-        if num_inputs > STACK_HANDLES:
-            input_heap.resize(num_inputs)
-            keep_heap.resize(num_inputs)
-            input_handles = input_heap.data()
-            keep_refs = keep_heap.data()
-        if num_outputs > STACK_HANDLES:
-            output_heap.resize(num_outputs)
-            output_handles = output_heap.data()
-        for i in range(num_outputs):
-            output_handles[i] = NULL
+        buffers.reserve(num_inputs, num_outputs)
         device.type = AOTI_CY_DEVICE_CPU
         device.index = -1
         aoti_cy_handles_from_tensors(PySequence_Fast_ITEMS(inputs), num_inputs,
-                                     input_handles, device, <PyObject*>self._input_names,
-                                     keep_refs)
+                                     buffers.inputs, device, <PyObject*>self._input_names,
+                                     buffers.keepalive)
         try:
             if self._input_guards != NULL:
                 with nogil:
                     _check_input_handles(<AotiCyInputGuards*>self._input_guards,
-                                         input_handles, num_inputs, self._input_names)
+                                         buffers.inputs, num_inputs, self._input_names)
             with self._lock:   # one instance, one run at a time
                 with nogil:
                     entered = aoti_cy_gate_enter(&self._active_runs, &self._closed)
                     if entered:
                         status = self.library.fn.model_run(
-                            self._handle, input_handles, output_handles)
+                            self._handle, buffers.inputs, buffers.outputs)
                         aoti_cy_gate_leave(&self._active_runs)
         finally:
-            aoti_cy_drop_refs(keep_refs, num_inputs)   # with the GIL, as in _run
+            aoti_cy_drop_refs(buffers.keepalive, num_inputs)   # with the GIL, as in _run
             if status != AOTI_RUNTIME_SUCCESS:
-                aoti_cy_free_handles(input_handles, num_inputs)
-                aoti_cy_free_handles(output_handles, num_outputs)
+                aoti_cy_free_handles(buffers.inputs, num_inputs)
+                aoti_cy_free_handles(buffers.outputs, num_outputs)
         if status != AOTI_RUNTIME_SUCCESS:
             if not entered:
                 _raise_closed()
             self.library.check(status, "AOTInductorModelRun")
-        return aoti_cy_list_from_handles(output_handles, num_outputs)
+        return aoti_cy_list_from_handles(buffers.outputs, num_outputs)
 
     def update_constants_map(self, mapping):
         """Replace the model's constants (original FQN or internal name ->

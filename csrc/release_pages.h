@@ -7,7 +7,9 @@
  * page shared with a neighbouring segment is never touched. */
 #pragma once
 
-#define _GNU_SOURCE
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* dl_iterate_phdr; also set on the command line by some builds */
+#endif
 #include <link.h>
 #include <string.h>
 #include <sys/mman.h>

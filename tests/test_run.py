@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import aoti_cy
+from aoti_cy.testing import compile_package
 from conftest import WEIGHTS_OUTSIDE_SO, assert_outputs_match
 
 
@@ -131,3 +132,24 @@ def test_run_single_threaded_matches_run(package, example):
     with aoti_cy.load(package("multi_io")) as model:
         for a, b in zip(model.run_single_threaded(inputs), model.run(inputs)):
             torch.testing.assert_close(a, b)
+
+
+class ManyTensors(torch.nn.Module):
+    """More inputs and outputs than a run keeps on the stack (16)."""
+
+    def forward(self, *xs):
+        return tuple(x * (i + 1) + xs[-1] for i, x in enumerate(xs[:18]))
+
+
+def test_more_tensors_than_the_stack_holds():
+    inputs = [torch.randn(3, generator=torch.Generator().manual_seed(i)) for i in range(20)]
+    path = compile_package(ManyTensors, inputs)
+    want = ManyTensors()(*inputs)
+    with aoti_cy.load(path) as model:
+        assert (model.num_inputs, model.num_outputs) == (20, 18)
+        assert_outputs_match(model.run(inputs), want)
+        assert_outputs_match(model(*inputs), want)
+        with pytest.raises(ValueError, match="input 19 "):
+            model.run(inputs[:19] + [torch.randn(4)])
+    with aoti_cy.Model(path) as single:
+        assert_outputs_match(single.run(inputs), want)

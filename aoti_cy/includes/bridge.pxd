@@ -31,3 +31,12 @@ cdef extern from "tensor_bridge.h":
     AtenTensorHandle aoti_cy_new_handle_ref(AtenTensorHandle handle) nogil
     void aoti_cy_free_handles(AtenTensorHandle* handles, size_t n) nogil
     void aoti_cy_drop_refs(AotiCyTensorRef** refs, size_t n) nogil
+
+
+# csrc/run_buffers.h: one run's handle arrays, on the stack up to 16 tensors.
+cdef extern from "run_buffers.h" nogil:
+    cdef cppclass AotiCyRunBuffers:
+        AtenTensorHandle* inputs
+        AotiCyTensorRef** keepalive
+        AtenTensorHandle* outputs
+        void reserve(size_t num_inputs, size_t num_outputs) except +
