@@ -9,6 +9,7 @@ from aoti_cy.includes.abi cimport *
 
 
 cdef struct AOTIFunctions:
+    # Filled from _library.SYMBOLS, which names the symbol for each field.
     # Exported by every model built by torch >= 2.6 (checked at load).
     ContainerCreateFn container_create
     ContainerDeleteFn container_delete
@@ -24,7 +25,6 @@ cdef struct AOTIFunctions:
     ContainerGetBoolFn container_get_constant_from_folded
     ContainerGetInt32Fn container_get_constant_dtype
     ContainerUpdateMapFn container_update_constant_buffer
-    ContainerUpdateInactiveMapFn container_update_inactive_constant_buffer
     ContainerRunConstantFoldingFn container_run_constant_folding
     ContainerActionFn container_swap_constant_buffer
     ModelCreateFn model_create
@@ -45,7 +45,6 @@ cdef struct AOTIFunctions:
     ContainerUpdatePairsFn container_update_constant_buffer_pairs
     ContainerUpdateMapFn container_update_constant_buffer_from_cpu
     ContainerUpdatePairsFn container_update_constant_buffer_from_cpu_pairs
-    ContainerUpdateInactivePairsFn container_update_inactive_constant_buffer_pairs
     ContainerActionFn container_free_inactive_constant_buffer
     ContainerGetBlobSizeFn container_get_constants_blob_size
     ContainerUpdateFromBlobFn model_update_constants_from_blob

@@ -37,56 +37,66 @@ cdef extern from "release_pages.h" nogil:
     size_t aoti_cy_release_file_pages(const char* path)
 
 
-# Symbol names in the order of the AOTIFunctions fields that hold them.
-REQUIRED_SYMBOLS = (
-    "AOTInductorModelContainerCreate",
-    "AOTInductorModelContainerDelete",
-    "AOTInductorModelContainerRun",
-    "AOTInductorModelContainerGetNumInputs",
-    "AOTInductorModelContainerGetInputName",
-    "AOTInductorModelContainerGetNumOutputs",
-    "AOTInductorModelContainerGetOutputName",
-    "AOTInductorModelContainerGetCallSpec",
-    "AOTInductorModelContainerGetNumConstants",
-    "AOTInductorModelContainerGetConstantName",
-    "AOTInductorModelContainerGetConstantOriginalFQN",
-    "AOTInductorModelContainerGetConstantFromFolded",
-    "AOTInductorModelContainerGetConstantDtype",
-    "AOTInductorModelContainerUpdateConstantBuffer",
-    "AOTInductorModelContainerUpdateInactiveConstantBuffer",
-    "AOTInductorModelContainerRunConstantFolding",
-    "AOTInductorModelContainerSwapConstantBuffer",
-    "AOTInductorModelCreate",
-    "AOTInductorModelRun",
-    "AOTInductorModelUpdateConstantsMap",
-    "AOTInductorModelDelete",
-    "AOTInductorModelGetNumOutputs",
-)
+# Every entry point aoti_cy resolves: its symbol, whether a model must export
+# it (torch >= 2.6 models all do), and the AOTIFunctions field that receives
+# it, named next to the symbol so the two cannot drift apart.
+cdef AOTIFunctions _LAYOUT
 
-OPTIONAL_SYMBOLS = (
-    "AOTInductorModelContainerCreateWithDevice",
-    "AOTInductorModelContainerRunSingleThreaded",
-    "AOTInductorModelContainerGetConstantType",
-    "AOTInductorModelContainerGetConstantDataSize",
-    "AOTInductorModelContainerExtractConstantsMap",
-    "AOTInductorModelContainerExtractConstantsMapEntries",
-    "AOTInductorModelContainerUpdateUserManagedConstantBuffer",
-    "AOTInductorModelContainerUpdateUserManagedConstantBufferPairs",
-    "AOTInductorModelContainerUpdateConstantBufferPairs",
-    "AOTInductorModelContainerUpdateConstantBufferFromCpu",
-    "AOTInductorModelContainerUpdateConstantBufferFromCpuPairs",
-    "AOTInductorModelContainerUpdateInactiveConstantBufferPairs",
-    "AOTInductorModelContainerFreeInactiveConstantBuffer",
-    "AOTInductorModelContainerGetConstantsBlobSize",
-    "AOTInductorModelUpdateConstantsFromBlob",
-    "AOTInductorModelCreateV2",
-    "AOTInductorModelUpdateConstantsMapV2",
-    "AOTInductorGetLastError",
-)
 
-# The AOTIFunctions struct is laid out as these names, one pointer each.
-assert sizeof(AOTIFunctions) == sizeof(void*) * (
-    len(REQUIRED_SYMBOLS) + len(OPTIONAL_SYMBOLS))
+cdef Py_ssize_t _slot(void* field):
+    """Byte offset of an AOTIFunctions field (given as &_LAYOUT.field)."""
+    return <char*>field - <char*>&_LAYOUT
+
+
+SYMBOLS = (
+    ("AOTInductorModelContainerCreate", True, _slot(&_LAYOUT.container_create)),
+    ("AOTInductorModelContainerDelete", True, _slot(&_LAYOUT.container_delete)),
+    ("AOTInductorModelContainerRun", True, _slot(&_LAYOUT.container_run)),
+    ("AOTInductorModelContainerGetNumInputs", True, _slot(&_LAYOUT.container_get_num_inputs)),
+    ("AOTInductorModelContainerGetInputName", True, _slot(&_LAYOUT.container_get_input_name)),
+    ("AOTInductorModelContainerGetNumOutputs", True, _slot(&_LAYOUT.container_get_num_outputs)),
+    ("AOTInductorModelContainerGetOutputName", True, _slot(&_LAYOUT.container_get_output_name)),
+    ("AOTInductorModelContainerGetCallSpec", True, _slot(&_LAYOUT.container_get_call_spec)),
+    ("AOTInductorModelContainerGetNumConstants", True, _slot(&_LAYOUT.container_get_num_constants)),
+    ("AOTInductorModelContainerGetConstantName", True, _slot(&_LAYOUT.container_get_constant_name)),
+    ("AOTInductorModelContainerGetConstantOriginalFQN", True, _slot(&_LAYOUT.container_get_constant_original_fqn)),
+    ("AOTInductorModelContainerGetConstantFromFolded", True, _slot(&_LAYOUT.container_get_constant_from_folded)),
+    ("AOTInductorModelContainerGetConstantDtype", True, _slot(&_LAYOUT.container_get_constant_dtype)),
+    ("AOTInductorModelContainerUpdateConstantBuffer", True, _slot(&_LAYOUT.container_update_constant_buffer)),
+    ("AOTInductorModelContainerRunConstantFolding", True, _slot(&_LAYOUT.container_run_constant_folding)),
+    ("AOTInductorModelContainerSwapConstantBuffer", True, _slot(&_LAYOUT.container_swap_constant_buffer)),
+    ("AOTInductorModelCreate", True, _slot(&_LAYOUT.model_create)),
+    ("AOTInductorModelRun", True, _slot(&_LAYOUT.model_run)),
+    ("AOTInductorModelUpdateConstantsMap", True, _slot(&_LAYOUT.model_update_constants_map)),
+    ("AOTInductorModelDelete", True, _slot(&_LAYOUT.model_delete)),
+    ("AOTInductorModelGetNumOutputs", True, _slot(&_LAYOUT.model_get_num_outputs)),
+    # Optional: NULL when the model's torch release predates them.
+    ("AOTInductorModelContainerCreateWithDevice", False, _slot(&_LAYOUT.container_create_with_device)),
+    ("AOTInductorModelContainerRunSingleThreaded", False, _slot(&_LAYOUT.container_run_single_threaded)),
+    ("AOTInductorModelContainerGetConstantType", False, _slot(&_LAYOUT.container_get_constant_type)),
+    ("AOTInductorModelContainerGetConstantDataSize", False, _slot(&_LAYOUT.container_get_constant_data_size)),
+    ("AOTInductorModelContainerExtractConstantsMap", False, _slot(&_LAYOUT.container_extract_constants_map)),
+    ("AOTInductorModelContainerExtractConstantsMapEntries", False, _slot(&_LAYOUT.container_extract_constants_map_entries)),
+    ("AOTInductorModelContainerUpdateUserManagedConstantBuffer", False, _slot(&_LAYOUT.container_update_user_managed_constant_buffer)),
+    ("AOTInductorModelContainerUpdateUserManagedConstantBufferPairs", False, _slot(&_LAYOUT.container_update_user_managed_constant_buffer_pairs)),
+    ("AOTInductorModelContainerUpdateConstantBufferPairs", False, _slot(&_LAYOUT.container_update_constant_buffer_pairs)),
+    ("AOTInductorModelContainerUpdateConstantBufferFromCpu", False, _slot(&_LAYOUT.container_update_constant_buffer_from_cpu)),
+    ("AOTInductorModelContainerUpdateConstantBufferFromCpuPairs", False, _slot(&_LAYOUT.container_update_constant_buffer_from_cpu_pairs)),
+    ("AOTInductorModelContainerFreeInactiveConstantBuffer", False, _slot(&_LAYOUT.container_free_inactive_constant_buffer)),
+    ("AOTInductorModelContainerGetConstantsBlobSize", False, _slot(&_LAYOUT.container_get_constants_blob_size)),
+    ("AOTInductorModelUpdateConstantsFromBlob", False, _slot(&_LAYOUT.model_update_constants_from_blob)),
+    ("AOTInductorModelCreateV2", False, _slot(&_LAYOUT.model_create_v2)),
+    ("AOTInductorModelUpdateConstantsMapV2", False, _slot(&_LAYOUT.model_update_constants_map_v2)),
+    ("AOTInductorGetLastError", False, _slot(&_LAYOUT.get_last_error)),
+)
+REQUIRED_SYMBOLS = tuple(name for name, required, _ in SYMBOLS if required)
+OPTIONAL_SYMBOLS = tuple(name for name, required, _ in SYMBOLS if not required)
+_SLOT_OF = {name: slot for name, _, slot in SYMBOLS}
+
+# Every field filled exactly once (checked at import, whatever python -O says).
+if sorted(_SLOT_OF.values()) != list(range(0, sizeof(AOTIFunctions), sizeof(void*))):
+    raise ImportError("aoti_cy._library: SYMBOLS does not cover AOTIFunctions field "
+                      "for field; rebuild after editing either")
 
 
 cdef str _dlerror():
@@ -140,14 +150,14 @@ cdef class ModelLibrary:
                 f"CXX=/usr/bin/g++ CC=/usr/bin/gcc")
 
     cdef _resolve(self):
-        cdef void** table = <void**>&self.fn
-        cdef Py_ssize_t i = 0
+        cdef char* table = <char*>&self.fn
+        cdef void* entry
         missing = []
-        for name in REQUIRED_SYMBOLS + OPTIONAL_SYMBOLS:
-            table[i] = dlsym(self._handle, name.encode())
-            if table[i] == NULL and i < len(REQUIRED_SYMBOLS):
+        for name, required, slot in SYMBOLS:
+            entry = dlsym(self._handle, name.encode())
+            (<void**>(table + <Py_ssize_t>slot))[0] = entry
+            if entry == NULL and required:
                 missing.append(name)
-            i += 1
         if missing:
             raise PackageError(
                 f"{self.path} is not an AOTInductor model library: it does not "
@@ -200,17 +210,17 @@ cdef class ModelLibrary:
 
     def exported(self):
         """Map each optional entry point's name to whether this library exports it."""
-        cdef void** table = <void**>&self.fn
-        first = len(REQUIRED_SYMBOLS)
-        return {name: table[first + i] != NULL
-                for i, name in enumerate(OPTIONAL_SYMBOLS)}
+        cdef char* table = <char*>&self.fn
+        return {name: (<void**>(table + <Py_ssize_t>_SLOT_OF[name]))[0] != NULL
+                for name in OPTIONAL_SYMBOLS}
 
     def _forget(self, str symbol):
         """Tests only: act as if this library did not export the optional
         entry point ``symbol`` (as a model from an older torch would not)."""
-        cdef void** table = <void**>&self.fn
-        index = OPTIONAL_SYMBOLS.index(symbol)
-        table[len(REQUIRED_SYMBOLS) + index] = NULL
+        cdef char* table = <char*>&self.fn
+        if symbol not in OPTIONAL_SYMBOLS:
+            raise ValueError(f"{symbol} is not an optional entry point")
+        (<void**>(table + <Py_ssize_t>_SLOT_OF[symbol]))[0] = NULL
 
     cdef int require(self, const void* entry, const char* symbol) except -1:
         """Raise MissingSymbolError when an optional entry point is absent."""

@@ -323,3 +323,15 @@ def test_library_of_another_architecture(package, tmp_path):
         f.write(struct.pack("<H", 183 if os.uname().machine != "aarch64" else 62))
     with pytest.raises(aoti_cy.PackageError, match="another architecture"):
         aoti_cy.ModelContainer(library)
+
+
+def test_symbol_table_matches_what_the_library_exports(package, tmp_path):
+    import ctypes
+    from aoti_cy._library import SYMBOLS
+    library = extract_library(package("add_one"), tmp_path)
+    loaded = ctypes.CDLL(library)
+    with aoti_cy.ModelContainer(library) as model:
+        exported = model.library.exported()
+        for name, required, _ in SYMBOLS:
+            assert required or exported[name] == hasattr(loaded, name), name
+    assert len({slot for _, _, slot in SYMBOLS}) == len(SYMBOLS)
