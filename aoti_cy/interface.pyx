@@ -15,7 +15,6 @@ Where the Python API differs from the C ABI:
 cimport cython
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_ITEMS
-from cpython.list cimport PyList_GET_SIZE
 from libc.stdint cimport int32_t, uint64_t, uintptr_t
 from libcpp cimport bool as cbool
 from libcpp.string cimport string
@@ -30,10 +29,24 @@ import threading
 import numpy
 import torch
 
-from aoti_cy.includes.abi cimport *
-from aoti_cy.includes.bridge cimport *
-from aoti_cy.includes.input_guards cimport *
-from aoti_cy.includes.run_gate cimport *
+from aoti_cy.includes.abi cimport (
+    AOTI_RUNTIME_FAILURE, AOTI_RUNTIME_SUCCESS, AOTIProxyExecutorHandle, AOTIRuntimeError,
+    AOTInductorConstantMapEntry, AOTInductorConstantMapHandle,
+    AOTInductorModelContainerHandle, AOTInductorModelHandle, AOTInductorStreamHandle,
+    AtenTensorHandle, ContainerActionFn, ContainerRunFn, ContainerUpdateMapFn,
+    ContainerUpdatePairsFn, InputCheckFn)
+from aoti_cy.includes.bridge cimport (
+    AOTI_CY_DEVICE_CPU, AOTI_CY_DEVICE_CUDA, AotiCyDevice, AotiCyRunBuffers,
+    aoti_cy_accept_arrays_of, aoti_cy_drop_refs, aoti_cy_dtype_from_scalar_type,
+    aoti_cy_free_handles, aoti_cy_handle_from_tensor, aoti_cy_handles_from_tensors,
+    aoti_cy_list_from_handles, aoti_cy_new_handle_ref, aoti_cy_tensor_from_borrowed_handle,
+    aoti_cy_tensor_from_handle)
+from aoti_cy.includes.input_guards cimport (
+    AotiCyInputGuards, aoti_cy_check_inputs, aoti_cy_input_guards_free,
+    aoti_cy_input_guards_new)
+from aoti_cy.includes.run_gate cimport (
+    aoti_cy_gate_close_and_drain, aoti_cy_gate_enter, aoti_cy_gate_is_closed,
+    aoti_cy_gate_leave, aoti_cy_gate_set_closed)
 from aoti_cy._library cimport ModelLibrary, current_cuda_stream
 
 from aoti_cy._library import open_library
