@@ -16,7 +16,8 @@ whose weights were never set), when its bytes round up to the slot.
 import numpy
 import torch
 
-__all__ = ["ALIGNMENT", "ConstantTable", "PARAMETER", "BUFFER", "TENSOR_CONSTANT"]
+__all__ = ["ALIGNMENT", "BUFFER", "ConstantTable", "PARAMETER", "TENSOR_CONSTANT",
+           "unset_constants"]
 
 # AOTI_CONST_ALIGNMENT in torch/csrc/inductor/aoti_runtime/model_base.h
 ALIGNMENT = 64
@@ -62,6 +63,12 @@ def _same_value(a, b):
     if a.device == b.device and a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
         return True
     return bool(torch.equal(a, b.to(a.device)))
+
+
+def unset_constants(constants, names):
+    """FQNs of the ``constants`` (ConstantInfo) that are not folded and whose
+    internal name is not in ``names``: the ones a model still needs."""
+    return [c.original_fqn for c in constants if not c.from_folded and c.name not in names]
 
 
 class ConstantTable:
@@ -133,8 +140,7 @@ class ConstantTable:
     def unset(self, values):
         """FQNs of the constants that are not folded and have no value in
         ``values`` (internal name -> tensor)."""
-        return [c.original_fqn for c in self.constants
-                if not c.from_folded and c.name not in values]
+        return unset_constants(self.constants, values)
 
     def match_state_dict(self, state_dict):
         """Match a module's ``state_dict()`` against the constants.

@@ -53,7 +53,7 @@ from aoti_cy._library import open_library
 from aoti_cy.errors import AOTIError, PackageError
 from aoti_cy import _package
 from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
-from aoti_cy._constants import ConstantTable
+from aoti_cy._constants import ConstantTable, unset_constants
 from aoti_cy._proxy_executor import executor_for
 
 __all__ = ["ConstantInfo", "Model", "ModelContainer", "load"]
@@ -779,7 +779,7 @@ cdef class ModelContainer(_Gated):
         fqn_to_name = self.constant_fqns
         shapes = {fqn_to_name[fqn]: tuple(t.shape) for fqn, t in
                   self._extract(False, copy=False).items()}
-        if not ConstantTable(self.constants, shapes, self._device).unset(shapes):
+        if not unset_constants(self.constants, shapes):
             self._shapes = shapes
         return shapes
 
@@ -791,7 +791,7 @@ cdef class ModelContainer(_Gated):
                 and self.library.fn.container_extract_constants_map == NULL):
             return
         present = {self.constant_fqns[fqn] for fqn in self._extract(False, copy=False)}
-        unset = ConstantTable(self.constants, None, self._device).unset(present)
+        unset = unset_constants(self.constants, present)
         self._unset_constants = tuple(unset)
         self._weights_missing = bool(unset)
 
@@ -932,8 +932,7 @@ cdef class ModelContainer(_Gated):
             self._update_constants(values, True, True, False)
             if any(c.from_folded for c in self.constants):
                 self.run_constant_folding(use_inactive=True)
-            self.swap_constant_buffer()
-            self._note_active_constants()
+            self.swap_constant_buffer()   # notes the active constants too
 
     @property
     def constants_blob_size(self):
