@@ -49,10 +49,17 @@ extensions = [
     # dlopen/dlsym and the function table: no torch headers needed.
     Extension("aoti_cy._library", ["aoti_cy/_library.pyx"], language="c++",
               include_dirs=[CSRC]),
-    # Containers and the tensor bridge: compiled against torch.
+    # Containers, models and the run path, with the tensor bridge.
     CppExtension("aoti_cy.interface",
-                 ["aoti_cy/interface.pyx", "csrc/tensor_bridge.cpp",
-                  "csrc/input_guards.cpp"],
+                 ["aoti_cy/interface.pyx", "csrc/tensor_bridge.cpp"],
+                 include_dirs=[CSRC]),
+    # The checks every call makes, with the model's own per-input checks.
+    CppExtension("aoti_cy._call_checks",
+                 ["aoti_cy/_call_checks.pyx", "csrc/input_guards.cpp"],
+                 include_dirs=[CSRC]),
+    # The constant entry points of each torch release, with the tensor bridge.
+    CppExtension("aoti_cy._constant_calls",
+                 ["aoti_cy/_constant_calls.pyx", "csrc/tensor_bridge.cpp"],
                  include_dirs=[CSRC]),
     # The proxy executor for models with fallback ops: compiled against torch.
     CppExtension("aoti_cy._proxy_executor",

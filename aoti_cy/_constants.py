@@ -13,11 +13,22 @@ rounded up to the runtime's 64-byte alignment (a ``Linear(48, 40)`` bias has
 whose weights were never set), when its bytes round up to the slot.
 """
 
+from collections import namedtuple
+
 import numpy
 import torch
 
-__all__ = ["ALIGNMENT", "BUFFER", "ConstantTable", "PARAMETER", "TENSOR_CONSTANT",
-           "unset_constants"]
+__all__ = ["ALIGNMENT", "BUFFER", "ConstantInfo", "ConstantTable", "PARAMETER",
+           "TENSOR_CONSTANT", "unset_constants", "weights_to_load"]
+
+ConstantInfo = namedtuple(
+    "ConstantInfo", "name original_fqn dtype from_folded type data_size")
+ConstantInfo.__module__ = "aoti_cy"
+ConstantInfo.__doc__ = """One constant (weight, buffer, folded value) of a model.
+
+``name`` is the runtime's internal name, ``original_fqn`` the name in the
+exported module's state dict; ``type`` and ``data_size`` (bytes) are None
+where the model does not export them."""
 
 # AOTI_CONST_ALIGNMENT in torch/csrc/inductor/aoti_runtime/model_base.h
 ALIGNMENT = 64
@@ -137,6 +148,23 @@ class ConstantTable:
             return f"{key!r} is on {tensor.device}, the model on {self.device}"
         return None
 
+    def checked_update(self, mapping, *, full_update=False, uncopied=False):
+        """``check`` for an update entry point: {internal name: tensor}, or
+        ValueError naming unknown keys and, with ``full_update``, constants
+        left without a value."""
+        values, unknown = self.check(mapping, uncopied=uncopied)
+        problems = []
+        if unknown:
+            known = sorted(c.original_fqn for c in self.constants)
+            problems.append(f"unknown keys {unknown} (the model's constants are {known})")
+        missing = self.unset(values) if full_update else []
+        if missing:
+            problems.append(f"missing constants {missing} (a full update needs a "
+                            f"value for every constant that is not folded)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return values
+
     def unset(self, values):
         """FQNs of the constants that are not folded and have no value in
         ``values`` (internal name -> tensor)."""
@@ -182,3 +210,27 @@ class ConstantTable:
             problems.insert(0, f"missing constants {missing} (weights of the model "
                                f"with no value in the state dict)")
         return values, problems
+
+
+def weights_to_load(table, state_dict, *, strict, current):
+    """The full update of the inactive buffer that ``load_weights`` makes
+    from ``state_dict``: {internal name: tensor}. ``current()`` gives the
+    active values (original FQN -> copy) that constants the state dict
+    leaves out keep. ValueError, before anything changes, for what a strict
+    load refuses and for constants that would have no value at all."""
+    values, problems = table.match_state_dict(state_dict)
+    if strict and problems:
+        raise ValueError("load_weights(strict=True) changed nothing: " + "; ".join(problems))
+    missing = table.unset(values)
+    if missing:
+        kept = current()
+        unset = [fqn for fqn in missing if fqn not in kept]
+        if unset:
+            raise ValueError(
+                f"load_weights: constants {unset} have no value yet (the package "
+                f"holds no weights for them): give them too (non-persistent "
+                f"buffers are not in a state_dict(): add them, e.g. "
+                f"dict(module.state_dict(), **dict(module.named_buffers())))")
+        for fqn in missing:
+            values[table.lookup(fqn).name] = kept[fqn]
+    return values

@@ -23,6 +23,7 @@ import torch
 from aoti_cy.includes.proxy_executor cimport *
 from aoti_cy.errors import PackageError
 from aoti_cy._extern_nodes import json_path_for, read_nodes
+from aoti_cy._device import parse_device
 
 __all__ = ["ProxyExecutor", "executor_for"]
 
@@ -86,13 +87,12 @@ cdef class ProxyExecutor:
         self._executor = NULL
 
     def __init__(self, nodes, device="cpu", path="<extern nodes>"):
-        from aoti_cy.interface import _parse_device   # interface imports this module
         cdef AotiCyExternNode node
         cdef string error
         cdef int status
         if self._executor != NULL:
             raise RuntimeError("ProxyExecutor.__init__ called twice")
-        _, device_type, device_index = _parse_device(device)
+        _, device_type, device_index = parse_device(device)
         self.path = os.fspath(path)
         self._executor = aoti_cy_proxy_executor_new(device_type, device_index)
         if self._executor == NULL:

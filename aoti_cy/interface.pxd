@@ -1,27 +1,37 @@
 # The public Cython API of aoti_cy: `cimport aoti_cy` (or this module) to run
 # a loaded model from Cython, including inside `with nogil:`.
 #
-#     from aoti_cy.interface cimport ModelContainer, AtenTensorHandle
-#     cdef ModelContainer c = aoti_cy.load(path)
+#     cimport aoti_cy
+#     cdef aoti_cy.ModelContainer c = aoti_cy_module.load(path)
 #     ...
 #     with nogil:
-#         c.run_handles(inputs, n_in, outputs, n_out, NULL)
+#         aoti_cy.run_handles(c, inputs, n_in, outputs, n_out, NULL)
+#
+# The C API is the module-level functions below: consumers bind them by name
+# and signature when they are imported (Cython's __pyx_capi__), so a change
+# fails loudly at import instead of calling the wrong function. The classes
+# carry no C methods; their fields are aoti_cy's own (not API). A change to
+# any of this bumps AOTI_CY_CAPI_VERSION (tests/test_capi.py holds the
+# snapshot). Consumers compile as C++ (the ABI's bool is C++ bool).
 #
 # Handle ownership follows the C ABI: input handles are consumed (also when
 # the call fails), output handles belong to the caller on success.
 
 from aoti_cy.includes.abi cimport (
-    AtenTensorHandle, AOTInductorModelContainerHandle, AOTInductorModelHandle,
-    ContainerActionFn,
-    ContainerRunFn)
+    AtenTensorHandle, AOTInductorModelContainerHandle, AOTInductorModelHandle)
 from aoti_cy._library cimport ModelLibrary
+
+cdef enum:
+    # The version of the C API below that a consumer was compiled against;
+    # compare with capi_version() at run time.
+    AOTI_CY_CAPI_VERSION = 2
 
 # aoti_cy_proxy_executor_failed (csrc/proxy_executor.h), reached through the
 # executor object: it lives in another extension module.
 ctypedef int (*ExecutorFailedFn)(const void* handle) noexcept nogil
 
 
-cdef class _Gated:
+cdef class _HandleOwner:
     # What containers and models share: the library they came from (kept
     # alive under them) and the gate between calls and close().
     cdef readonly ModelLibrary library
@@ -36,21 +46,16 @@ cdef class _Gated:
     cdef bint _weights_missing     # some constant has no value: runs refuse
     cdef str _weights_hint         # how to give them
     cdef object _package           # the extracted package the model lives in
-    cdef int _raise_weights_missing(self) except -1
-    cdef int _delete_handle(self) except -1
-    cdef int _check_open(self) except -1
-    cdef int _enter(self) except -1 nogil
-    cdef void _leave(self) noexcept nogil
 
 
-cdef class ModelContainer(_Gated):
+cdef class ModelContainer(_HandleOwner):
     cdef AOTInductorModelContainerHandle _handle
     cdef size_t _num_inputs
     cdef size_t _num_outputs
     cdef int _device_type          # c10::DeviceType: 0 CPU, 1 CUDA
     cdef int _device_index         # -1 on CPU
     cdef tuple _call_spec
-    cdef object _caller            # aoti_cy._call.CallSpec, parsed at creation
+    cdef object _call_spec_parser  # aoti_cy._call.CallSpec, parsed at creation
     cdef bint _flat_call           # inputs: a flat tuple of tensors, no kwargs
     cdef int _out_kind             # OUT_GENERAL / OUT_TUPLE / OUT_LEAF
     cdef object _device            # torch.device
@@ -63,32 +68,8 @@ cdef class ModelContainer(_Gated):
     cdef ExecutorFailedFn _executor_failed  # whether one of its calls failed here
     cdef object _proxy_executor_owner  # the Python object that owns it
 
-    cdef _create(self, size_t num_models, object cubin_dir)
-    cdef _read_metadata(self)
-    cdef _read_constants(self)
-    cdef tuple _read_constants_entered(self, ModelLibrary lib)
-    cdef object _constant_table(self)
-    cdef dict _constant_shapes(self)
-    cdef _note_active_constants(self)
-    cdef dict _extract(self, bint use_inactive, bint copy)
-    cdef _update_constants(self, dict values, bint use_inactive, bint validate,
-                           bint user_managed)
-    cdef _buffer_action(self, ContainerActionFn entry, const char* function)
-    cdef int run_handles(
-        self, AtenTensorHandle* inputs, size_t num_inputs,
-        AtenTensorHandle* outputs, size_t num_outputs,
-        void* stream) except -1 nogil
-    cdef int _invoke(
-        self, ContainerRunFn entry, const char* function,
-        AtenTensorHandle* inputs, size_t num_inputs,
-        AtenTensorHandle* outputs, size_t num_outputs,
-        void* stream) except -1 nogil
-    cdef object _call(self, tuple args, dict kwargs, object stream)
-    cdef list _run(self, ContainerRunFn entry, const char* function,
-                   object inputs, object stream)
 
-
-cdef class Model(_Gated):
+cdef class Model(_HandleOwner):
     cdef AOTInductorModelHandle _handle
     cdef size_t _num_inputs
     cdef size_t _num_outputs
@@ -97,9 +78,31 @@ cdef class Model(_Gated):
     cdef object _lock              # one run or update at a time
 
 
+# ---- the C API --------------------------------------------------------------
+
+# The C API version of the aoti_cy that is loaded.
+cdef int capi_version() noexcept nogil
+
+# Run `container` on raw handles; callable without the GIL. Inputs are checked
+# as by ModelContainer.run when the container checks inputs (a mismatch raises
+# ValueError, taking the GIL to do so). The `num_inputs` input handles are
+# consumed, also on failure, and their slots left NULL. On success
+# `outputs[0:num_outputs]` hold new handles owned by the caller (a NULL one
+# stands for no tensor). `stream` NULL means the current stream of the model's
+# device (ignored on CPU).
+cdef int run_handles(ModelContainer container,
+                     AtenTensorHandle* inputs, size_t num_inputs,
+                     AtenTensorHandle* outputs, size_t num_outputs,
+                     void* stream) except -1 nogil
+
 # Tensors <-> handles for code that drives run_handles itself. Each handle
 # made holds a reference to the tensor's storage; no data is copied.
+# A new handle referring to `tensor` (a numpy array is viewed as a CPU tensor).
 cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL
-cdef object tensor_from_handle(AtenTensorHandle handle)  # steals the handle
+# The tensor a handle refers to, stealing the handle (None for NULL).
+cdef object tensor_from_handle(AtenTensorHandle handle)
+# A new handle to the same tensor (NULL when out of memory): how nogil code
+# makes a fresh input handle for every run.
 cdef AtenTensorHandle new_handle_ref(AtenTensorHandle handle) noexcept nogil
+# Free every non-NULL handle (a repeated one once) and NULL the slots.
 cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil

@@ -1,6 +1,7 @@
-"""ModelContainer: an AOTInductor model container driven through its C ABI.
+"""ModelContainer and Model: AOTInductor models driven through their C ABI.
 
-Where the Python API differs from the C ABI:
+This module holds the public classes, the run path and the public C API
+(declared in ``interface.pxd``). Where the Python API differs from the C ABI:
 - input counts are checked before the C call (the C side throws across the
   ABI on a mismatch, which aborts the process);
 - inputs are checked to live on the model's device before the C call, and
@@ -10,20 +11,18 @@ Where the Python API differs from the C ABI:
   AOTIError with the runtime's own message;
 - the GIL is released around every call into the model;
 - CUDA runs go on the current stream of the *model's* device by default.
+
+Constants go through ``_constant_calls`` (the entry points of each torch
+release) after ``_constants`` validated them; input checks live in
+``_call_checks``.
 """
 
 cimport cython
 from cpython.object cimport PyObject
-from cpython.sequence cimport PySequence_Fast, PySequence_Fast_ITEMS
-from libc.stdint cimport int32_t, uint64_t, uintptr_t
+from cpython.sequence cimport PySequence_Fast_ITEMS
+from libc.stdint cimport uintptr_t
 from libcpp cimport bool as cbool
-from libcpp.string cimport string
-from libcpp.unordered_map cimport unordered_map
-from libcpp.vector cimport vector
 
-from collections import namedtuple
-
-import os
 import threading
 
 import numpy
@@ -31,153 +30,76 @@ import torch
 
 from aoti_cy.includes.abi cimport (
     AOTI_RUNTIME_FAILURE, AOTI_RUNTIME_SUCCESS, AOTIProxyExecutorHandle, AOTIRuntimeError,
-    AOTInductorConstantMapEntry, AOTInductorConstantMapHandle,
     AOTInductorModelContainerHandle, AOTInductorModelHandle, AOTInductorStreamHandle,
-    AtenTensorHandle, ContainerActionFn, ContainerRunFn, ContainerUpdateMapFn,
-    ContainerUpdatePairsFn, InputCheckFn)
+    AtenTensorHandle, ContainerActionFn, ContainerRunFn)
 from aoti_cy.includes.bridge cimport (
     AOTI_CY_DEVICE_CPU, AOTI_CY_DEVICE_CUDA, AotiCyDevice, AotiCyRunBuffers,
-    aoti_cy_accept_arrays_of, aoti_cy_drop_refs, aoti_cy_dtype_from_scalar_type,
-    aoti_cy_free_handles, aoti_cy_handle_from_tensor, aoti_cy_handles_from_tensors,
-    aoti_cy_list_from_handles, aoti_cy_new_handle_ref, aoti_cy_tensor_from_borrowed_handle,
-    aoti_cy_tensor_from_handle)
-from aoti_cy.includes.input_guards cimport (
-    AotiCyInputGuards, aoti_cy_check_inputs, aoti_cy_input_guards_free,
-    aoti_cy_input_guards_new)
+    aoti_cy_accept_arrays_of, aoti_cy_drop_refs, aoti_cy_free_handles,
+    aoti_cy_handle_from_tensor, aoti_cy_handles_from_tensors, aoti_cy_list_from_handles,
+    aoti_cy_new_handle_ref, aoti_cy_tensor_from_handle)
 from aoti_cy.includes.run_gate cimport (
     aoti_cy_gate_close_and_drain, aoti_cy_gate_enter, aoti_cy_gate_is_closed,
     aoti_cy_gate_leave, aoti_cy_gate_set_closed)
+from aoti_cy._call_checks cimport (
+    check_input_handles, free_input_guards, input_guards_for, input_sequence,
+    stream_pointer)
+from aoti_cy._constant_calls cimport (
+    constants_blob_size, extract_constants, load_constants_blob, read_constant_infos,
+    update_constants, update_model_constants)
 from aoti_cy._library cimport ModelLibrary, current_cuda_stream
 
-from aoti_cy._library import open_library
-from aoti_cy.errors import AOTIError, PackageError
 from aoti_cy import _package
 from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
-from aoti_cy._constants import ConstantTable, unset_constants
+from aoti_cy._constants import ConstantInfo, ConstantTable, unset_constants, weights_to_load
+from aoti_cy._device import parse_device
+from aoti_cy._library import open_library
 from aoti_cy._proxy_executor import executor_for
+from aoti_cy.errors import AOTIError, PackageError
 
-__all__ = ["ConstantInfo", "Model", "ModelContainer", "load"]
+__all__ = ["CAPI_VERSION", "ConstantInfo", "Model", "ModelContainer", "load"]
 
-ConstantInfo = namedtuple(
-    "ConstantInfo", "name original_fqn dtype from_folded type data_size")
-ConstantInfo.__doc__ = """One constant (weight, buffer, folded value) of a model.
-
-``name`` is the runtime's internal name, ``original_fqn`` the name in the
-exported module's state dict; ``type`` and ``data_size`` (bytes) are None
-where the model does not export them."""
+CAPI_VERSION = AOTI_CY_CAPI_VERSION
 
 aoti_cy_accept_arrays_of(<PyObject*>numpy.ndarray)
 
 
+# ---- the gate between calls and close() -------------------------------------
 
-cdef str _decode(const char* text):
-    return text.decode("utf-8", "replace") if text != NULL else ""
-
-
-cdef int _raise_closed() except -1 with gil:
-    raise RuntimeError("this ModelContainer is closed")
+cdef int _raise_closed(_HandleOwner owner) except -1 with gil:
+    raise RuntimeError(f"this {type(owner).__name__} is closed")
 
 
-cdef void* _stream_pointer(object stream) except? NULL:
-    """A raw stream from an int, a torch.cuda.Stream (or anything with a
-    ``cuda_stream`` attribute), or NULL for None."""
-    if stream is None:
-        return NULL
-    if isinstance(stream, int):
-        return <void*><uintptr_t>stream
-    try:
-        raw = stream.cuda_stream
-    except AttributeError:
-        raise TypeError(
-            f"stream must be a torch.cuda.Stream, an int or None, got "
-            f"{type(stream).__name__}") from None
-    return <void*><uintptr_t>raw
-
-
-cdef object _input_sequence(object inputs, size_t expected, tuple names):
-    """``inputs`` as a list or tuple of the expected length, or an exception.
-    Callers then read its item array directly, running no Python code until
-    the handles are made."""
-    if type(inputs) is not list and type(inputs) is not tuple:
-        if isinstance(inputs, torch.Tensor) or not hasattr(inputs, "__len__"):
-            raise TypeError(
-                f"inputs must be a list or tuple of tensors, got {type(inputs).__name__}")
-        inputs = PySequence_Fast(inputs, "inputs must be a sequence of tensors")
-    if <size_t>len(inputs) != expected:
-        raise ValueError(f"the model takes {expected} inputs {names}, got {len(inputs)}")
-    return inputs
-
-
-cdef AotiCyInputGuards* _input_guards_for(
-        ModelLibrary library, size_t num_inputs) except? NULL:
-    """Guards running the model's own input checks, for ``check_inputs=True``
-    (NULL when the model has no inputs). A library without the checks
-    (stripped) is refused unless it checks its own inputs because
-    AOTI_RUNTIME_CHECK_INPUTS is set."""
-    cdef const InputCheckFn* checks = library.input_checks(num_inputs)
-    cdef AotiCyInputGuards* guards
-    if checks == NULL:
-        if num_inputs == 0 or os.environ.get(
-                "AOTI_RUNTIME_CHECK_INPUTS", "0")[:1] not in ("", "0"):
-            return NULL   # nothing to check, or the model checks every run itself
-        raise PackageError(
-            f"{library.path} has no input-check functions (check_input_<i>; "
-            f"was it stripped?), so wrong shapes or dtypes could not be caught. "
-            f"Load it with check_inputs=False to run it unchecked, or set "
-            f"AOTI_RUNTIME_CHECK_INPUTS=1 before the model first runs to use "
-            f"its own, slower checks")
-    guards = aoti_cy_input_guards_new(checks, num_inputs)
-    if guards == NULL:
-        raise MemoryError()
-    return guards
-
-
-cdef int _check_input_handles(
-        AotiCyInputGuards* guards, AtenTensorHandle* handles, size_t n,
-        tuple names) except -1 nogil:
-    """Check input handles with their guards; ValueError naming the input
-    that does not fit."""
-    cdef char reason[512]
-    cdef long failed = aoti_cy_check_inputs(guards, handles, n, reason, sizeof(reason))
-    if failed >= 0:
-        with gil:
-            _raise_mismatch(failed, _decode(reason), names)
+cdef inline int _check_open(_HandleOwner owner) except -1:
+    if aoti_cy_gate_is_closed(&owner._closed):
+        _raise_closed(owner)
     return 0
 
 
-cdef int _raise_mismatch(long index, str reason, tuple names) except -1:
-    label = f"input {index}"
-    if 0 <= index < len(names):
-        label += f" ({names[index]!r})"
-    raise ValueError(f"{label} does not fit the model: {reason}")
+cdef inline int _enter(_HandleOwner owner) except -1 nogil:
+    """Pass the gate before using the handle; close() waits for _leave()."""
+    if not aoti_cy_gate_enter(&owner._active_runs, &owner._closed):
+        _raise_closed(owner)
+    return 0
 
 
-def _parse_device(device):
-    """(torch.device with an index for CUDA, c10 device type, index)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"invalid device {device!r}: {e}") from None
-    if dev.type == "cpu":
-        return torch.device("cpu"), AOTI_CY_DEVICE_CPU, -1
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"the model is for {dev} but CUDA is not available here "
-                f"(torch {torch.__version__}, cuda={torch.version.cuda})")
-        index = torch.cuda.current_device() if dev.index is None else dev.index
-        if not 0 <= index < torch.cuda.device_count():
-            raise ValueError(
-                f"device cuda:{index} does not exist "
-                f"({torch.cuda.device_count()} CUDA devices)")
-        return torch.device("cuda", index), AOTI_CY_DEVICE_CUDA, index
-    raise ValueError(f"unsupported device {dev}: aoti_cy runs models on cpu and cuda")
+cdef inline void _leave(_HandleOwner owner) noexcept nogil:
+    aoti_cy_gate_leave(&owner._active_runs)
+
+
+cdef int _raise_weights_missing(_HandleOwner owner) except -1 with gil:
+    names = list(owner._unset_constants)
+    shown = ", ".join(map(repr, names[:6])) + (
+        f" and {len(names) - 6} more" if len(names) > 6 else "")
+    raise RuntimeError(
+        f"this {type(owner).__name__} has no value yet for {len(names)} "
+        f"constants ({shown}): its package holds no weights; give them "
+        f"first ({owner._weights_hint})")
 
 
 @cython.no_gc_clear
-cdef class _Gated:
-    """Base of ModelContainer and Model: their library and the gate that
-    lets close() wait for the calls in flight."""
+cdef class _HandleOwner:
+    """Base of ModelContainer and Model: their library, description, and
+    the gate that lets close() wait for the calls in flight."""
 
     def __cinit__(self, *args, **kwargs):
         aoti_cy_gate_set_closed(&self._closed, 1)
@@ -186,31 +108,8 @@ cdef class _Gated:
 
     def __dealloc__(self):
         # After the subclass's __dealloc__: no run can be in flight.
-        aoti_cy_input_guards_free(<AotiCyInputGuards*>self._input_guards)
+        free_input_guards(self._input_guards)
         self._input_guards = NULL
-
-    cdef int _check_open(self) except -1:
-        if aoti_cy_gate_is_closed(&self._closed):
-            _raise_closed()
-        return 0
-
-    cdef int _enter(self) except -1 nogil:
-        """Pass the gate before using the handle; close() waits for _leave()."""
-        if not aoti_cy_gate_enter(&self._active_runs, &self._closed):
-            _raise_closed()
-        return 0
-
-    cdef void _leave(self) noexcept nogil:
-        aoti_cy_gate_leave(&self._active_runs)
-
-    cdef int _raise_weights_missing(self) except -1:
-        names = list(self._unset_constants)
-        shown = ", ".join(map(repr, names[:6])) + (
-            f" and {len(names) - 6} more" if len(names) > 6 else "")
-        raise RuntimeError(
-            f"this {type(self).__name__} has no value yet for {len(names)} "
-            f"constants ({shown}): its package holds no weights; give them "
-            f"first ({self._weights_hint})")
 
     def close(self):
         """Wait for the calls in flight, then free the handle and the
@@ -219,14 +118,13 @@ cdef class _Gated:
             aoti_cy_gate_close_and_drain(&self._active_runs, &self._closed)
         package, self._package = self._package, None
         try:
-            self._delete_handle()
+            self._free_handle()
         finally:
             if package is not None:
                 package.cleanup()
 
-    cdef int _delete_handle(self) except -1:
-        """Free the C handle (once); subclasses own one each."""
-        return 0
+    def _free_handle(self):
+        """Free the C handle, once (each subclass owns one)."""
 
     @property
     def closed(self):
@@ -249,34 +147,25 @@ cdef class _Gated:
         stride and device checks (``check_inputs=`` at load)."""
         return self._check_inputs
 
+    def __repr__(self):
+        state = ("closed" if self.closed else
+                 f"{len(self._input_names)} inputs, {len(self._output_names)} outputs")
+        return f"<aoti_cy.{type(self).__name__} ({state})>"
+
     def __enter__(self):
-        self._check_open()
+        _check_open(self)
         return self
 
     def __exit__(self, *exc_info):
         self.close()
 
 
-cdef int _raise_with_executor_reason(
-        ModelContainer container, AOTIRuntimeError status,
-        const char* function) except -1 with gil:
-    """The failed call's AOTIError with the proxy executor's reason added: the
-    model reports only that a fallback op's call failed, not which op or why."""
-    try:
-        container.library.check(status, function)
-    except AOTIError as error:
-        take_error = getattr(container._proxy_executor_owner, "take_error", None)
-        reason = take_error() if take_error is not None else None
-        if not reason:
-            raise
-        raise AOTIError(error.function, f"{error.detail}; {reason}") from None
-    return 0
-
+# ---- ModelContainer ---------------------------------------------------------
 
 # The container must still reach its library in __dealloc__: never let the
 # collector clear `library` (and so dlclose it) before the container is freed.
 @cython.no_gc_clear
-cdef class ModelContainer(_Gated):
+cdef class ModelContainer(_HandleOwner):
     """An AOTInductor model container created from a model `.so`.
 
     ``ModelContainer(path, device="cpu", num_models=1, cubin_dir=None,
@@ -320,7 +209,7 @@ cdef class ModelContainer(_Gated):
             raise RuntimeError("ModelContainer.__init__ called twice")
         if not isinstance(num_models, int) or num_models < 1:
             raise ValueError(f"num_models must be a positive int, got {num_models!r}")
-        self._device, self._device_type, self._device_index = _parse_device(device)
+        self._device, self._device_type, self._device_index = parse_device(device)
         if proxy_executor is not None:
             # Runs hand the model this executor for its fallback ops; the
             # container keeps it alive for as long as it can run.
@@ -333,71 +222,16 @@ cdef class ModelContainer(_Gated):
             self._executor_failed = <ExecutorFailedFn><uintptr_t>failure_check
             self._proxy_executor_owner = proxy_executor
         self.library = open_library(library_path)
-        self._create(num_models, cubin_dir)
+        _create_container(self, num_models, cubin_dir)
         # The container copied the weights embedded in the .so: let the
         # kernel drop the pages they were read from.
         self.library.release_file_pages()
-        self._read_metadata()
+        _read_description(self)
         self._check_inputs = bool(check_inputs)
         if self._check_inputs:
-            self._input_guards = _input_guards_for(self.library, self._num_inputs)
+            self._input_guards = input_guards_for(self.library, self._num_inputs)
         aoti_cy_gate_set_closed(&self._closed, 0)
-        self._note_active_constants()
-
-    cdef _create(self, size_t num_models, object cubin_dir):
-        cdef ModelLibrary lib = self.library
-        cdef AOTInductorModelContainerHandle handle = NULL
-        cdef AOTIRuntimeError status
-        cdef bytes device_str = str(self._device).encode()
-        cdef bytes cubin = None if cubin_dir is None else str(cubin_dir).encode()
-        cdef const char* cubin_ptr = NULL
-        cdef const char* device_ptr = device_str
-        cdef cbool is_cpu = self._device_type == AOTI_CY_DEVICE_CPU
-        if cubin is not None:
-            cubin_ptr = cubin
-        if lib.fn.container_create_with_device != NULL:
-            with nogil:
-                status = lib.fn.container_create_with_device(
-                    &handle, num_models, device_ptr, cubin_ptr)
-            lib.check(status, "AOTInductorModelContainerCreateWithDevice")
-        else:
-            # Models older than CreateWithDevice use the current CUDA device.
-            with torch.cuda.device(self._device_index if not is_cpu else -1):
-                with nogil:
-                    status = lib.fn.container_create(
-                        &handle, num_models, is_cpu, cubin_ptr)
-            lib.check(status, "AOTInductorModelContainerCreate")
-        self._handle = handle
-
-    cdef _read_metadata(self):
-        cdef ModelLibrary lib = self.library
-        cdef size_t i, count
-        cdef const char* text = NULL
-        cdef const char* text2 = NULL
-        lib.check(lib.fn.container_get_num_inputs(self._handle, &count),
-                  "AOTInductorModelContainerGetNumInputs")
-        self._num_inputs = count
-        names = []
-        for i in range(count):
-            lib.check(lib.fn.container_get_input_name(self._handle, i, &text),
-                      "AOTInductorModelContainerGetInputName")
-            names.append(_decode(text))
-        self._input_names = tuple(names)
-        lib.check(lib.fn.container_get_num_outputs(self._handle, &count),
-                  "AOTInductorModelContainerGetNumOutputs")
-        self._num_outputs = count
-        names = []
-        for i in range(count):
-            lib.check(lib.fn.container_get_output_name(self._handle, i, &text),
-                      "AOTInductorModelContainerGetOutputName")
-            names.append(_decode(text))
-        self._output_names = tuple(names)
-        lib.check(lib.fn.container_get_call_spec(self._handle, &text, &text2),
-                  "AOTInductorModelContainerGetCallSpec")
-        self._call_spec = (_decode(text), _decode(text2))
-        self._caller = CallSpec(self._call_spec[0], self._call_spec[1], self._num_inputs)
-        self._flat_call = self._caller.error is None and self._caller.flat_inputs
-        self._out_kind = getattr(self._caller, "out_kind", 0)
+        _note_active_constants(self)
 
     def __dealloc__(self):
         # No run can be in flight: every caller holds a reference to self.
@@ -407,9 +241,7 @@ cdef class ModelContainer(_Gated):
             with nogil:
                 self.library.fn.container_delete(handle)
 
-    # ---- lifetime -----------------------------------------------------------
-
-    cdef int _delete_handle(self) except -1:
+    def _free_handle(self):
         cdef AOTInductorModelContainerHandle handle = self._handle
         cdef AOTIRuntimeError status
         self._handle = NULL   # taken under the GIL: one closer deletes it
@@ -417,9 +249,8 @@ cdef class ModelContainer(_Gated):
             with nogil:
                 status = self.library.fn.container_delete(handle)
             self.library.check(status, "AOTInductorModelContainerDelete")
-        return 0
 
-    # ---- description ----------------------------------------------------------
+    # ---- description --------------------------------------------------------
 
     @property
     def num_inputs(self):
@@ -464,29 +295,12 @@ cdef class ModelContainer(_Gated):
         are flattened by the package's input spec and the outputs rebuilt by
         its output spec (nested tuples, lists, dicts). numpy arrays are taken
         wherever tensors are, without copying."""
-        return self._call(args, kwargs, None)
+        return _call(self, args, kwargs, None)
 
     def call_on_stream(self, stream, *args, **kwargs):
         """``model(*args, **kwargs)`` issued on ``stream`` (a
         ``torch.cuda.Stream`` or a raw pointer) instead of the current one."""
-        return self._call(args, kwargs, stream)
-
-    cdef object _call(self, tuple args, dict kwargs, object stream):
-        cdef list outputs
-        if self._flat_call and not kwargs:
-            # The common case, without pytree: a flat tuple in, flat out.
-            outputs = self._run(self.library.fn.container_run,
-                                "AOTInductorModelContainerRun", args, stream)
-            if self._out_kind == OUT_TUPLE:
-                return tuple(outputs)
-            if self._out_kind == OUT_LEAF:
-                return outputs[0]
-        else:
-            self._check_open()
-            outputs = self._run(self.library.fn.container_run,
-                                "AOTInductorModelContainerRun",
-                                self._caller.flatten(args, kwargs), stream)
-        return self._caller.unflatten(outputs)
+        return _call(self, args, kwargs, stream)
 
     def _is_flat_call(self):
         """Whether ``__call__`` skips pytree (for tests and benchmarks)."""
@@ -501,159 +315,31 @@ cdef class ModelContainer(_Gated):
         pointer), by default the current stream of the model's device. The
         GIL is released while the model runs.
         """
-        return self._run(self.library.fn.container_run,
-                         "AOTInductorModelContainerRun", inputs, stream)
+        return _run(self, self.library.fn.container_run,
+                    "AOTInductorModelContainerRun", inputs, stream)
 
     def run_single_threaded(self, inputs, stream=None):
         """Like :meth:`run`, without the container's locking and model pool:
         for one thread at a time only (e.g. CUDA graph capture). Needs
         AOTInductorModelContainerRunSingleThreaded in the model."""
-        self._check_open()
+        _check_open(self)
         self.library.require(<void*>self.library.fn.container_run_single_threaded,
                              "AOTInductorModelContainerRunSingleThreaded")
-        return self._run(self.library.fn.container_run_single_threaded,
-                         "AOTInductorModelContainerRunSingleThreaded", inputs, stream)
+        return _run(self, self.library.fn.container_run_single_threaded,
+                    "AOTInductorModelContainerRunSingleThreaded", inputs, stream)
 
-    cdef list _run(self, ContainerRunFn entry, const char* function,
-                   object inputs, object stream):
-        cdef AotiCyRunBuffers buffers
-        cdef size_t num_inputs = self._num_inputs, num_outputs = self._num_outputs
-        cdef AotiCyDevice device
-        cdef void* raw_stream
-
-        if aoti_cy_gate_is_closed(&self._closed):
-            _raise_closed()
-        raw_stream = _stream_pointer(stream)
-        if raw_stream != NULL and self._device_type != AOTI_CY_DEVICE_CUDA:
-            raise ValueError("stream is only meaningful for CUDA models")
-        inputs = _input_sequence(inputs, num_inputs, self._input_names)
-        buffers.reserve(num_inputs, num_outputs)
-        device.type = self._device_type
-        device.index = self._device_index
-        aoti_cy_handles_from_tensors(
-            PySequence_Fast_ITEMS(inputs), num_inputs, buffers.inputs, device,
-            <PyObject*>self._input_names, buffers.keepalive)
-        try:
-            with nogil:
-                self._invoke(entry, function, buffers.inputs, num_inputs,
-                             buffers.outputs, num_outputs, raw_stream)
-        finally:
-            # Dropped here, with the GIL: see aoti_cy_handles_from_tensors.
-            aoti_cy_drop_refs(buffers.keepalive, num_inputs)
-        return aoti_cy_list_from_handles(buffers.outputs, num_outputs)
-
-    cdef int run_handles(
-            self, AtenTensorHandle* inputs, size_t num_inputs,
-            AtenTensorHandle* outputs, size_t num_outputs,
-            void* stream) except -1 nogil:
-        """Run on raw handles; callable without the GIL.
-
-        Inputs are checked as in :meth:`run` when the container checks
-        inputs (a mismatch raises ValueError, taking the GIL to do so). The
-        ``num_inputs`` input handles are consumed, also on failure, and
-        their slots left NULL. On
-        success ``outputs[0:num_outputs]`` hold new handles owned by the
-        caller (a NULL one stands for no tensor). ``stream`` NULL means the
-        current stream of the model's device (ignored on CPU).
-        """
-        return self._invoke(self.library.fn.container_run,
-                            "AOTInductorModelContainerRun",
-                            inputs, num_inputs, outputs, num_outputs, stream)
-
-    cdef int _invoke(
-            self, ContainerRunFn entry, const char* function,
-            AtenTensorHandle* inputs, size_t num_inputs,
-            AtenTensorHandle* outputs, size_t num_outputs,
-            void* stream) except -1 nogil:
-        cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
-        cdef bint called = False
-        cdef size_t i
-        for i in range(num_outputs):
-            outputs[i] = NULL
-        try:
-            if num_inputs != self._num_inputs or num_outputs != self._num_outputs:
-                with gil:
-                    raise ValueError(
-                        f"the model takes {self._num_inputs} inputs and "
-                        f"{self._num_outputs} outputs, got {num_inputs} and "
-                        f"{num_outputs}")
-            if self._weights_missing:
-                with gil:
-                    self._raise_weights_missing()
-            if self._input_guards != NULL:
-                _check_input_handles(<AotiCyInputGuards*>self._input_guards, inputs,
-                                     num_inputs, self._input_names)
-            if stream == NULL and self._device_type == AOTI_CY_DEVICE_CUDA:
-                current_cuda_stream(self._device_index, &stream)
-            self._enter()
-            status = entry(self._handle, inputs, num_inputs, outputs, num_outputs,
-                           <AOTInductorStreamHandle>stream,
-                           <AOTIProxyExecutorHandle>self._proxy_executor)
-            self._leave()
-            called = True
-            if (status == AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL
-                    and self._executor_failed(self._proxy_executor)):
-                # A fallback op failed and the model went on regardless.
-                status = AOTI_RUNTIME_FAILURE
-        finally:
-            if status != AOTI_RUNTIME_SUCCESS:
-                # The model nulls each input handle it takes; free the rest.
-                aoti_cy_free_handles(inputs, num_inputs)
-                aoti_cy_free_handles(outputs, num_outputs)
-        if called:
-            if status != AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL:
-                _raise_with_executor_reason(self, status, function)
-            self.library.check(status, function)
-        return 0
-
-
-    # ---- constants ------------------------------------------------------------
-
-    cdef _read_constants(self):
-        self._enter()
-        try:
-            self._constants = self._read_constants_entered(self.library)
-        finally:
-            self._leave()
-
-    cdef tuple _read_constants_entered(self, ModelLibrary lib):
-        cdef size_t i, count, data_size
-        cdef const char* name = NULL
-        cdef const char* fqn = NULL
-        cdef cbool from_folded
-        cdef int32_t dtype, kind
-        lib.check(lib.fn.container_get_num_constants(self._handle, &count),
-                  "AOTInductorModelContainerGetNumConstants")
-        infos = []
-        for i in range(count):
-            lib.check(lib.fn.container_get_constant_name(self._handle, i, &name),
-                      "AOTInductorModelContainerGetConstantName")
-            lib.check(lib.fn.container_get_constant_original_fqn(self._handle, i, &fqn),
-                      "AOTInductorModelContainerGetConstantOriginalFQN")
-            lib.check(lib.fn.container_get_constant_from_folded(self._handle, i, &from_folded),
-                      "AOTInductorModelContainerGetConstantFromFolded")
-            lib.check(lib.fn.container_get_constant_dtype(self._handle, i, &dtype),
-                      "AOTInductorModelContainerGetConstantDtype")
-            kind_value = size_value = None
-            if lib.fn.container_get_constant_type != NULL:
-                lib.check(lib.fn.container_get_constant_type(self._handle, i, &kind),
-                          "AOTInductorModelContainerGetConstantType")
-                kind_value = kind
-            if lib.fn.container_get_constant_data_size != NULL:
-                lib.check(lib.fn.container_get_constant_data_size(self._handle, i, &data_size),
-                          "AOTInductorModelContainerGetConstantDataSize")
-                size_value = data_size
-            infos.append(ConstantInfo(
-                _decode(name), _decode(fqn), aoti_cy_dtype_from_scalar_type(dtype),
-                bool(from_folded), kind_value, size_value))
-        return tuple(infos)
+    # ---- constants ----------------------------------------------------------
 
     @property
     def constants(self):
         """A ConstantInfo per constant of the model, in the runtime's order."""
-        self._check_open()
+        _check_open(self)
         if self._constants is None:
-            self._read_constants()
+            _enter(self)
+            try:
+                self._constants = read_constant_infos(self.library, self._handle)
+            finally:
+                _leave(self)
         return self._constants
 
     @property
@@ -676,219 +362,57 @@ cdef class ModelContainer(_Gated):
         other threads run the model is unsafe; :meth:`load_weights` is the safe
         way.
         """
-        self._check_open()
-        # The runtime copies each tensor's whole storage into the constant's
-        # slot without a bounds check: without the sizes, refuse rather than
-        # risk writing past it.
-        self.library.require(<void*>self.library.fn.container_get_constant_data_size,
-                             "AOTInductorModelContainerGetConstantDataSize")
-        table = self._constant_table()
-        values, unknown = table.check(mapping, uncopied=user_managed)
-        if unknown:
-            raise ValueError(f"unknown constants {unknown}; the model's constants "
-                             f"are {sorted(c.original_fqn for c in self.constants)}")
-        if validate_full_update:
-            missing = table.unset(values)
-            if missing:
-                raise ValueError(f"validate_full_update: no value for {missing}")
-        self._update_constants(values, use_inactive, validate_full_update, user_managed)
+        _check_open(self)
+        _require_slot_sizes(self)
+        table = _constant_table(self)
+        values = table.checked_update(mapping, full_update=validate_full_update,
+                                      uncopied=user_managed)
+        _update(self, values, use_inactive=use_inactive,
+                full_update=validate_full_update, user_managed=user_managed)
         if not use_inactive:
-            self._note_active_constants()
+            _note_active_constants(self)
 
     def update_inactive_constant_buffer(self, mapping):
         """Fill the inactive buffer with every constant (as the C ABI's
         UpdateInactiveConstantBuffer: a full update is required)."""
         self.update_constant_buffer(mapping, use_inactive=True, validate_full_update=True)
 
-    cdef _update_constants(self, dict values, bint use_inactive, bint validate,
-                           bint user_managed):
-        cdef ModelLibrary lib = self.library
-        cdef vector[AOTInductorConstantMapEntry] pairs
-        cdef unordered_map[string, AtenTensorHandle] constant_map
-        cdef AOTIRuntimeError status
-        cdef size_t i, count = len(values)
-        cdef cbool inactive = use_inactive, full = validate
-        cdef ContainerUpdatePairsFn pairs_entry
-        cdef ContainerUpdateMapFn map_entry
-        from_cpu = (self._device_type != AOTI_CY_DEVICE_CPU
-                    and any(t.device.type == "cpu" for t in values.values()))
-        if user_managed and from_cpu:
-            raise ValueError("user_managed constants must be on the model's device "
-                             f"({self._device}); CPU tensors can only be copied")
-        if (from_cpu and lib.fn.container_update_constant_buffer_from_cpu_pairs == NULL
-                and lib.fn.container_update_constant_buffer_from_cpu == NULL):
-            # Models from before the FromCpu entry points: copy them over here.
-            values = {k: t.to(self._device) for k, t in values.items()}
-            from_cpu = False
-        if user_managed:
-            pairs_entry = lib.fn.container_update_user_managed_constant_buffer_pairs
-            map_entry = lib.fn.container_update_user_managed_constant_buffer
-            names = ("AOTInductorModelContainerUpdateUserManagedConstantBufferPairs",
-                     "AOTInductorModelContainerUpdateUserManagedConstantBuffer")
-        elif from_cpu:
-            pairs_entry = lib.fn.container_update_constant_buffer_from_cpu_pairs
-            map_entry = lib.fn.container_update_constant_buffer_from_cpu
-            names = ("AOTInductorModelContainerUpdateConstantBufferFromCpuPairs",
-                     "AOTInductorModelContainerUpdateConstantBufferFromCpu")
-        else:
-            pairs_entry = lib.fn.container_update_constant_buffer_pairs
-            map_entry = lib.fn.container_update_constant_buffer
-            names = ("AOTInductorModelContainerUpdateConstantBufferPairs",
-                     "AOTInductorModelContainerUpdateConstantBuffer")
-        if pairs_entry == NULL:
-            lib.require(<void*>map_entry, names[1].encode())
-        pairs.resize(count)
-        encoded = [name.encode() for name in values]
-        self._enter()
-        try:
-            for i, tensor in enumerate(values.values()):
-                pairs[i].name = <const char*>(<bytes>encoded[i])
-                pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
-            if pairs_entry != NULL:
-                with nogil:
-                    status = pairs_entry(self._handle, pairs.data(), count, inactive, full)
-                lib.check(status, names[0].encode())
-            else:
-                # Older models take a std::unordered_map; this assumes the
-                # model was built with the same C++ ABI as this extension.
-                for i in range(count):
-                    constant_map[string(pairs[i].name)] = pairs[i].handle
-                with nogil:
-                    status = map_entry(self._handle,
-                                       <AOTInductorConstantMapHandle>&constant_map,
-                                       inactive, full)
-                lib.check(status, names[1].encode())
-        finally:
-            self._leave()
-            # Copies and user-managed entries both take their own reference.
-            for i in range(count):
-                aoti_cy_free_handles(&pairs[i].handle, 1)
-
-    cdef object _constant_table(self):
-        """The ConstantTable that checks values for this container."""
-        return ConstantTable(self.constants, self._constant_shapes(), self._device)
-
-    cdef dict _constant_shapes(self):
-        """Internal name -> shape of each constant that has a value in the
-        active buffer ({} where the model cannot say); kept once complete."""
-        if self._shapes is not None:
-            return self._shapes
-        if (self.library.fn.container_extract_constants_map_entries == NULL
-                and self.library.fn.container_extract_constants_map == NULL):
-            return {}
-        fqn_to_name = self.constant_fqns
-        shapes = {fqn_to_name[fqn]: tuple(t.shape) for fqn, t in
-                  self._extract(False, copy=False).items()}
-        if not unset_constants(self.constants, shapes):
-            self._shapes = shapes
-        return shapes
-
-    cdef _note_active_constants(self):
-        """Record which constants still have no value in the active buffer
-        (a package compiled without its weights): runs refuse until they do,
-        since the model would read through null pointers."""
-        if (self.library.fn.container_extract_constants_map_entries == NULL
-                and self.library.fn.container_extract_constants_map == NULL):
-            return
-        present = {self.constant_fqns[fqn] for fqn in self._extract(False, copy=False)}
-        unset = unset_constants(self.constants, present)
-        self._unset_constants = tuple(unset)
-        self._weights_missing = bool(unset)
-
     def extract_constants_map(self, *, use_inactive=False):
         """Original FQN -> a copy of each constant that is not folded, from the
         active (or inactive) buffer. Copies, because the buffer's memory is
         reused by later updates."""
-        self._check_open()
-        return self._extract(use_inactive, copy=True)
-
-    cdef dict _extract(self, bint use_inactive, bint copy):
-        cdef ModelLibrary lib = self.library
-        cdef const AOTInductorConstantMapEntry* entries = NULL
-        cdef size_t i, count = 0
-        cdef unordered_map[string, AtenTensorHandle] constant_map
-        cdef cbool inactive = use_inactive
-        cdef AOTIRuntimeError status
-        result = {}
-        self._enter()
-        # The entries live in the container until its next extract: one at a time.
-        self._extract_lock.acquire()
-        try:
-            if lib.fn.container_extract_constants_map_entries != NULL:
-                with nogil:
-                    status = lib.fn.container_extract_constants_map_entries(
-                        self._handle, &entries, &count, inactive)
-                lib.check(status, "AOTInductorModelContainerExtractConstantsMapEntries")
-                # The entries are the container's own until its next call.
-                for i in range(count):
-                    result[_decode(entries[i].name)] = aoti_cy_tensor_from_borrowed_handle(
-                        entries[i].handle)
-            else:
-                lib.require(<void*>lib.fn.container_extract_constants_map,
-                            "AOTInductorModelContainerExtractConstantsMap")
-                with nogil:
-                    status = lib.fn.container_extract_constants_map(
-                        self._handle, <AOTInductorConstantMapHandle>&constant_map,
-                        inactive)
-                lib.check(status, "AOTInductorModelContainerExtractConstantsMap")
-                for item in constant_map:
-                    result[item.first.decode("utf-8", "replace")] = \
-                        aoti_cy_tensor_from_borrowed_handle(item.second)
-            if copy:
-                result = {k: t.clone() for k, t in result.items()}
-        finally:
-            self._extract_lock.release()
-            self._leave()
-        return result
+        _check_open(self)
+        return _extract(self, use_inactive=use_inactive, copy=True)
 
     def run_constant_folding(self, *, use_inactive=False, stream=None):
         """Recompute the folded constants from the active (or inactive) buffer."""
-        cdef ModelLibrary lib = self.library
         cdef AOTIRuntimeError status
         cdef cbool inactive = use_inactive
-        cdef void* raw_stream = _stream_pointer(stream)
-        self._check_open()
-        self._enter()
+        cdef void* raw_stream = stream_pointer(stream)
+        _check_open(self)
+        _enter(self)
         try:
             if raw_stream == NULL and self._device_type == AOTI_CY_DEVICE_CUDA:
                 current_cuda_stream(self._device_index, &raw_stream)
             with nogil:
-                status = lib.fn.container_run_constant_folding(
+                status = _executor_checked(self, self.library.fn.container_run_constant_folding(
                     self._handle, inactive, <AOTInductorStreamHandle>raw_stream,
-                    <AOTIProxyExecutorHandle>self._proxy_executor)
-                if (status == AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL
-                        and self._executor_failed(self._proxy_executor)):
-                    status = AOTI_RUNTIME_FAILURE   # as in _invoke
+                    <AOTIProxyExecutorHandle>self._proxy_executor))
         finally:
-            self._leave()
-        if status != AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL:
-            _raise_with_executor_reason(
-                self, status, "AOTInductorModelContainerRunConstantFolding")
-        lib.check(status, "AOTInductorModelContainerRunConstantFolding")
+            _leave(self)
+        _check_status(self, status, "AOTInductorModelContainerRunConstantFolding")
 
     def swap_constant_buffer(self):
         """Make the inactive buffer the active one. Waits for runs in flight,
         which finish on the old constants; later runs see the new ones."""
-        self._buffer_action(self.library.fn.container_swap_constant_buffer,
-                            "AOTInductorModelContainerSwapConstantBuffer")
-        self._note_active_constants()
+        _buffer_action(self, self.library.fn.container_swap_constant_buffer,
+                       "AOTInductorModelContainerSwapConstantBuffer")
+        _note_active_constants(self)
 
     def free_inactive_constant_buffer(self):
         """Release the inactive buffer's memory."""
-        self._buffer_action(self.library.fn.container_free_inactive_constant_buffer,
-                            "AOTInductorModelContainerFreeInactiveConstantBuffer")
-
-    cdef _buffer_action(self, ContainerActionFn entry, const char* function):
-        cdef AOTIRuntimeError status
-        self._check_open()
-        self.library.require(<void*>entry, function)
-        self._enter()
-        try:
-            with nogil:
-                status = entry(self._handle)
-        finally:
-            self._leave()
-        self.library.check(status, function)
+        _buffer_action(self, self.library.fn.container_free_inactive_constant_buffer,
+                       "AOTInductorModelContainerFreeInactiveConstantBuffer")
 
     def load_weights(self, state_dict, *, strict=True):
         """Swap in new weights safely while other threads keep running.
@@ -906,30 +430,13 @@ cdef class ModelContainer(_Gated):
         names, dtypes and shapes are rejected, naming them, before anything
         changes. Calls are serialised per container.
         """
-        self._check_open()
+        _check_open(self)
+        _require_slot_sizes(self)
         with self._weights_lock:
-            table = self._constant_table()
-            values, problems = table.match_state_dict(state_dict)
-            if strict and problems:
-                raise ValueError("load_weights(strict=True) changed nothing: "
-                                 + "; ".join(problems))
-            missing = table.unset(values)
-            if missing:
-                # Kept at their current values (copied: the swap reuses memory).
-                fqn_to_name = self.constant_fqns
-                current = self._extract(False, copy=True)
-                unset = [fqn for fqn in missing if fqn not in current]
-                if unset:
-                    raise ValueError(
-                        f"load_weights: constants {unset} have no value yet (the "
-                        f"package holds no weights for them): give them too "
-                        f"(non-persistent buffers are not in a state_dict(): add "
-                        f"them, e.g. dict(module.state_dict(), **dict(module.named_buffers())))")
-                for fqn in missing:
-                    values[fqn_to_name[fqn]] = current[fqn]
-            self.library.require(<void*>self.library.fn.container_get_constant_data_size,
-                                 "AOTInductorModelContainerGetConstantDataSize")
-            self._update_constants(values, True, True, False)
+            values = weights_to_load(
+                _constant_table(self), state_dict, strict=strict,
+                current=lambda: _extract(self, use_inactive=False, copy=True))
+            _update(self, values, use_inactive=True, full_update=True, user_managed=False)
             if any(c.from_folded for c in self.constants):
                 self.run_constant_folding(use_inactive=True)
             self.swap_constant_buffer()   # notes the active constants too
@@ -937,18 +444,12 @@ cdef class ModelContainer(_Gated):
     @property
     def constants_blob_size(self):
         """Bytes of the constants blob (the layout of a package's ``.blob``)."""
-        cdef ModelLibrary lib = self.library
-        cdef uint64_t size = 0
-        self._check_open()
-        lib.require(<void*>lib.fn.container_get_constants_blob_size,
-                    "AOTInductorModelContainerGetConstantsBlobSize")
-        self._enter()
+        _check_open(self)
+        _enter(self)
         try:
-            lib.check(lib.fn.container_get_constants_blob_size(self._handle, &size),
-                      "AOTInductorModelContainerGetConstantsBlobSize")
+            return constants_blob_size(self.library, self._handle)
         finally:
-            self._leave()
-        return size
+            _leave(self)
 
     def update_constants_from_blob(self, const unsigned char[::1] buffer):
         """Load every constant from one buffer laid out as the model's
@@ -956,53 +457,279 @@ cdef class ModelContainer(_Gated):
         built to read external weights (``binary_blob`` packages) use it, and
         only once per container: :func:`load` already does it for such
         packages. The runtime copies the data."""
-        cdef ModelLibrary lib = self.library
-        cdef AOTIRuntimeError status
-        cdef const unsigned char* data = NULL
-        self._check_open()
+        _check_open(self)
         if self._blob_loaded:
             raise RuntimeError(
                 "this container already loaded a constants blob; the runtime "
                 "would leave constants pointing at freed memory if it loaded another")
-        lib.require(<void*>lib.fn.model_update_constants_from_blob,
-                    "AOTInductorModelUpdateConstantsFromBlob")
         expected = self.constants_blob_size
-        if <uint64_t>buffer.shape[0] < expected:
+        if <size_t>buffer.shape[0] < expected:
             raise ValueError(f"constants blob has {buffer.shape[0]} bytes, the "
                              f"model needs {expected}")
-        if buffer.shape[0]:
-            data = &buffer[0]
-        self._enter()
+        _enter(self)
         try:
-            with nogil:
-                status = lib.fn.model_update_constants_from_blob(self._handle, data)
+            self._blob_loaded = True
+            load_constants_blob(self.library, self._handle,
+                                &buffer[0] if buffer.shape[0] else <const unsigned char*>NULL)
         finally:
-            self._leave()
-        self._blob_loaded = True
-        lib.check(status, "AOTInductorModelUpdateConstantsFromBlob")
-        self._note_active_constants()
+            _leave(self)
+        _note_active_constants(self)
 
 
-cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL:
-    """A new handle referring to ``tensor``'s storage (a numpy array is
-    viewed as a CPU tensor); raises TypeError for anything else."""
-    return aoti_cy_handle_from_tensor(tensor)
+# ---- ModelContainer internals -------------------------------------------------
+
+cdef _create_container(ModelContainer self, size_t num_models, object cubin_dir):
+    cdef ModelLibrary lib = self.library
+    cdef AOTInductorModelContainerHandle handle = NULL
+    cdef AOTIRuntimeError status
+    cdef bytes device_str = str(self._device).encode()
+    cdef bytes cubin = None if cubin_dir is None else str(cubin_dir).encode()
+    cdef const char* cubin_ptr = NULL
+    cdef const char* device_ptr = device_str
+    cdef cbool is_cpu = self._device_type == AOTI_CY_DEVICE_CPU
+    if cubin is not None:
+        cubin_ptr = cubin
+    if lib.fn.container_create_with_device != NULL:
+        with nogil:
+            status = lib.fn.container_create_with_device(
+                &handle, num_models, device_ptr, cubin_ptr)
+        lib.check(status, "AOTInductorModelContainerCreateWithDevice")
+    else:
+        # Models older than CreateWithDevice use the current CUDA device.
+        with torch.cuda.device(self._device_index if not is_cpu else -1):
+            with nogil:
+                status = lib.fn.container_create(&handle, num_models, is_cpu, cubin_ptr)
+        lib.check(status, "AOTInductorModelContainerCreate")
+    self._handle = handle
 
 
-cdef object tensor_from_handle(AtenTensorHandle handle):
-    """The tensor a handle refers to, stealing the handle (None for NULL)."""
-    return aoti_cy_tensor_from_handle(handle)
+cdef str _decode(const char* text):
+    return text.decode("utf-8", "replace") if text != NULL else ""
 
 
-cdef AtenTensorHandle new_handle_ref(AtenTensorHandle handle) noexcept nogil:
-    """A new handle to the same tensor (no data copied; NULL when out of
-    memory): how nogil code makes a fresh input handle for every run."""
-    return aoti_cy_new_handle_ref(handle)
+cdef _read_description(ModelContainer self):
+    """Input and output names and the call spec, read once at creation."""
+    cdef ModelLibrary lib = self.library
+    cdef size_t i, count
+    cdef const char* text = NULL
+    cdef const char* text2 = NULL
+    lib.check(lib.fn.container_get_num_inputs(self._handle, &count),
+              "AOTInductorModelContainerGetNumInputs")
+    self._num_inputs = count
+    names = []
+    for i in range(count):
+        lib.check(lib.fn.container_get_input_name(self._handle, i, &text),
+                  "AOTInductorModelContainerGetInputName")
+        names.append(_decode(text))
+    self._input_names = tuple(names)
+    lib.check(lib.fn.container_get_num_outputs(self._handle, &count),
+              "AOTInductorModelContainerGetNumOutputs")
+    self._num_outputs = count
+    names = []
+    for i in range(count):
+        lib.check(lib.fn.container_get_output_name(self._handle, i, &text),
+                  "AOTInductorModelContainerGetOutputName")
+        names.append(_decode(text))
+    self._output_names = tuple(names)
+    lib.check(lib.fn.container_get_call_spec(self._handle, &text, &text2),
+              "AOTInductorModelContainerGetCallSpec")
+    self._call_spec = (_decode(text), _decode(text2))
+    self._call_spec_parser = CallSpec(self._call_spec[0], self._call_spec[1],
+                                      self._num_inputs)
+    self._flat_call = (self._call_spec_parser.error is None
+                       and self._call_spec_parser.flat_inputs)
+    self._out_kind = getattr(self._call_spec_parser, "out_kind", 0)
 
 
-cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil:
-    """Free every non-NULL handle (a repeated one once) and NULL the slots."""
-    aoti_cy_free_handles(handles, count)
+cdef object _call(ModelContainer self, tuple args, dict kwargs, object stream):
+    cdef list outputs
+    if self._flat_call and not kwargs:
+        # The common case, without pytree: a flat tuple in, flat out.
+        outputs = _run(self, self.library.fn.container_run,
+                       "AOTInductorModelContainerRun", args, stream)
+        if self._out_kind == OUT_TUPLE:
+            return tuple(outputs)
+        if self._out_kind == OUT_LEAF:
+            return outputs[0]
+    else:
+        _check_open(self)
+        outputs = _run(self, self.library.fn.container_run,
+                       "AOTInductorModelContainerRun",
+                       self._call_spec_parser.flatten(args, kwargs), stream)
+    return self._call_spec_parser.unflatten(outputs)
+
+
+cdef list _run(ModelContainer self, ContainerRunFn entry, const char* function,
+               object inputs, object stream):
+    """The Python run path: tensors in, GIL released around the model, a
+    list of tensors out."""
+    cdef AotiCyRunBuffers buffers
+    cdef size_t num_inputs = self._num_inputs, num_outputs = self._num_outputs
+    cdef AotiCyDevice device
+    cdef void* raw_stream
+
+    if aoti_cy_gate_is_closed(&self._closed):
+        _raise_closed(self)
+    raw_stream = stream_pointer(stream)
+    if raw_stream != NULL and self._device_type != AOTI_CY_DEVICE_CUDA:
+        raise ValueError("stream is only meaningful for CUDA models")
+    inputs = input_sequence(inputs, num_inputs, self._input_names)
+    buffers.reserve(num_inputs, num_outputs)
+    device.type = self._device_type
+    device.index = self._device_index
+    aoti_cy_handles_from_tensors(
+        PySequence_Fast_ITEMS(inputs), num_inputs, buffers.inputs, device,
+        <PyObject*>self._input_names, buffers.keepalive)
+    try:
+        with nogil:
+            _invoke(self, entry, function, buffers.inputs, num_inputs,
+                    buffers.outputs, num_outputs, raw_stream)
+    finally:
+        # Dropped here, with the GIL: see aoti_cy_handles_from_tensors.
+        aoti_cy_drop_refs(buffers.keepalive, num_inputs)
+    return aoti_cy_list_from_handles(buffers.outputs, num_outputs)
+
+
+cdef int _invoke(ModelContainer self, ContainerRunFn entry, const char* function,
+                 AtenTensorHandle* inputs, size_t num_inputs,
+                 AtenTensorHandle* outputs, size_t num_outputs,
+                 void* stream) except -1 nogil:
+    """One run on raw handles, without the GIL: both the Python run path and
+    the public run_handles end here."""
+    cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
+    cdef bint called = False
+    cdef size_t i
+    for i in range(num_outputs):
+        outputs[i] = NULL
+    try:
+        if num_inputs != self._num_inputs or num_outputs != self._num_outputs:
+            with gil:
+                raise ValueError(
+                    f"the model takes {self._num_inputs} inputs and "
+                    f"{self._num_outputs} outputs, got {num_inputs} and "
+                    f"{num_outputs}")
+        if self._weights_missing:
+            _raise_weights_missing(self)
+        if self._input_guards != NULL:
+            check_input_handles(self._input_guards, inputs, num_inputs, self._input_names)
+        if stream == NULL and self._device_type == AOTI_CY_DEVICE_CUDA:
+            current_cuda_stream(self._device_index, &stream)
+        _enter(self)
+        status = _executor_checked(self, entry(
+            self._handle, inputs, num_inputs, outputs, num_outputs,
+            <AOTInductorStreamHandle>stream, <AOTIProxyExecutorHandle>self._proxy_executor))
+        _leave(self)
+        called = True
+    finally:
+        if status != AOTI_RUNTIME_SUCCESS:
+            # The model nulls each input handle it takes; free the rest.
+            aoti_cy_free_handles(inputs, num_inputs)
+            aoti_cy_free_handles(outputs, num_outputs)
+    if called and status != AOTI_RUNTIME_SUCCESS:
+        _check_status(self, status, function)
+    return 0
+
+
+cdef inline AOTIRuntimeError _executor_checked(
+        ModelContainer self, AOTIRuntimeError status) noexcept nogil:
+    """A failure when the call succeeded but one of its fallback ops failed:
+    models of torch 2.11 go on after a failed extern call."""
+    if (status == AOTI_RUNTIME_SUCCESS and self._proxy_executor != NULL
+            and self._executor_failed(self._proxy_executor)):
+        return AOTI_RUNTIME_FAILURE
+    return status
+
+
+cdef int _check_status(ModelContainer self, AOTIRuntimeError status,
+                       const char* function) except -1 nogil:
+    """AOTIError for a failed call, with the proxy executor's reason added:
+    the model reports only that a fallback op failed, not which or why."""
+    if status == AOTI_RUNTIME_SUCCESS:
+        return 0
+    if self._proxy_executor == NULL:
+        return self.library.check(status, function)
+    with gil:
+        try:
+            self.library.check(status, function)
+        except AOTIError as error:
+            reason = self._proxy_executor_owner.take_error()
+            if not reason:
+                raise
+            raise AOTIError(error.function, f"{error.detail}; {reason}") from None
+    return 0
+
+
+cdef _buffer_action(ModelContainer self, ContainerActionFn entry, const char* function):
+    cdef AOTIRuntimeError status
+    _check_open(self)
+    self.library.require(<void*>entry, function)
+    _enter(self)
+    try:
+        with nogil:
+            status = entry(self._handle)
+    finally:
+        _leave(self)
+    self.library.check(status, function)
+
+
+cdef dict _extract(ModelContainer self, bint use_inactive, bint copy):
+    """Original FQN -> tensor of each constant (views without ``copy``)."""
+    _enter(self)
+    try:
+        # The entries live in the container until its next extract: one at a time.
+        with self._extract_lock:
+            return extract_constants(self.library, self._handle, use_inactive, copy)
+    finally:
+        _leave(self)
+
+
+cdef _update(ModelContainer self, dict values, bint use_inactive, bint full_update,
+             bint user_managed):
+    _enter(self)
+    try:
+        update_constants(self.library, self._handle, values, self._device,
+                         use_inactive, full_update, user_managed)
+    finally:
+        _leave(self)
+
+
+cdef bint _can_extract(ModelContainer self):
+    return (self.library.fn.container_extract_constants_map_entries != NULL
+            or self.library.fn.container_extract_constants_map != NULL)
+
+
+cdef object _constant_table(ModelContainer self):
+    """The ConstantTable that checks values for this container."""
+    if self._shapes is None and _can_extract(self):
+        # Internal name -> shape of each constant with a value in the
+        # active buffer; kept once every constant has one.
+        fqn_to_name = self.constant_fqns
+        shapes = {fqn_to_name[fqn]: tuple(t.shape) for fqn, t in
+                  _extract(self, use_inactive=False, copy=False).items()}
+        if not unset_constants(self.constants, shapes):
+            self._shapes = shapes
+        return ConstantTable(self.constants, shapes, self._device)
+    return ConstantTable(self.constants, self._shapes or {}, self._device)
+
+
+cdef _require_slot_sizes(ModelContainer self):
+    # The runtime copies each tensor's whole storage into the constant's slot
+    # without a bounds check: without the sizes, refuse rather than risk
+    # writing past it.
+    self.library.require(<void*>self.library.fn.container_get_constant_data_size,
+                         "AOTInductorModelContainerGetConstantDataSize")
+
+
+cdef _note_active_constants(ModelContainer self):
+    """Record which constants still have no value in the active buffer
+    (a package compiled without its weights): runs refuse until they do,
+    since the model would read through null pointers."""
+    if not _can_extract(self):
+        return
+    fqn_to_name = self.constant_fqns
+    present = {fqn_to_name[fqn] for fqn in _extract(self, use_inactive=False, copy=False)}
+    self._unset_constants = tuple(unset_constants(self.constants, present))
+    self._weights_missing = bool(self._unset_constants)
 
 
 def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True):
@@ -1031,8 +758,10 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
     return container
 
 
+# ---- Model --------------------------------------------------------------------
+
 @cython.no_gc_clear
-cdef class Model(_Gated):
+cdef class Model(_HandleOwner):
     """One AOTInductor model instance (``AOTInductorModel*``), without the
     container's pool, locking or constant buffers: the C ABI's bare-metal
     path, for CPU models.
@@ -1050,12 +779,12 @@ cdef class Model(_Gated):
     def __cinit__(self, *args, **kwargs):
         self._handle = NULL
         self._lock = threading.Lock()
+        self._weights_hint = "with update_constants_map()"
 
     def __init__(self, path, constants=None, *, model_name="model", check_inputs=True):
         cdef AOTInductorModelHandle handle = NULL
         cdef AOTIRuntimeError status
         cdef ModelLibrary lib
-        cdef ModelContainer probe
         if self.library is not None:
             raise RuntimeError("Model.__init__ called twice")
         artifact = _package.open_artifact(path, model_name)
@@ -1065,40 +794,17 @@ cdef class Model(_Gated):
                     f"{path} calls fallback ops through a proxy executor, which the "
                     f"single-instance AOTInductorModelRun cannot take: load it with "
                     f"aoti_cy.load() instead")
-            # The single-instance ABI cannot describe the model: read its
-            # inputs, outputs and constants from a short-lived container of
-            # the same .so, which also reads weights stored outside it.
-            probe = ModelContainer(artifact.library_path, device="cpu", check_inputs=False)
-            with probe:
-                artifact.load_weights_into(probe)
-                self._input_names = probe.input_names
-                self._output_names = probe.output_names
-                self._constants = probe.constants
-                self._table = probe._constant_table()
-                values = None
-                if constants is not None:
-                    values, unknown = self._table.check(constants)
-                    missing = self._table.unset(values)
-                    if unknown or missing:
-                        raise ValueError(
-                            f"constants: unknown keys {unknown}, missing {missing}")
-                elif artifact.stores_weights_outside_library:
-                    values = probe._extract(False, copy=True)
-                    if len(values) < len(self._table.unset({})):
-                        values = None   # a package without its weights
-                self._unset_constants = () if values else probe._unset_constants
-                self._weights_missing = bool(self._unset_constants)
-                self._weights_hint = "with update_constants_map()"
+            values = _describe_from_probe(self, artifact, constants)
         except BaseException:
             artifact.cleanup()
             raise
         self._package = artifact
-        self.library = lib = probe.library
+        lib = self.library
         self._num_inputs = len(self._input_names)
         self._num_outputs = len(self._output_names)
         self._check_inputs = bool(check_inputs)
         if self._check_inputs:
-            self._input_guards = _input_guards_for(lib, self._num_inputs)
+            self._input_guards = input_guards_for(lib, self._num_inputs)
         # Created from the embedded constants, then given the user's: models
         # created straight from a constant map (CreateV2 with pairs) have no
         # constants array and fail at their first run (torch 2.13).
@@ -1122,7 +828,7 @@ cdef class Model(_Gated):
             with nogil:
                 self.library.fn.model_delete(handle)
 
-    cdef int _delete_handle(self) except -1:
+    def _free_handle(self):
         cdef AOTInductorModelHandle handle = self._handle
         cdef AOTIRuntimeError status
         self._handle = NULL   # taken under the GIL: one closer deletes it
@@ -1130,18 +836,18 @@ cdef class Model(_Gated):
             with nogil:
                 status = self.library.fn.model_delete(handle)
             self.library.check(status, "AOTInductorModelDelete")
-        return 0
 
     @property
     def num_outputs(self):
         """How many tensors :meth:`run` returns (from AOTInductorModelGetNumOutputs)."""
         cdef size_t count = 0
-        self._enter()   # close() on another thread waits for this call
+        _check_open(self)
+        _enter(self)   # close() on another thread waits for this call
         try:
             self.library.check(self.library.fn.model_get_num_outputs(self._handle, &count),
                                "AOTInductorModelGetNumOutputs")
         finally:
-            self._leave()
+            _leave(self)
         return count
 
     @property
@@ -1149,21 +855,16 @@ cdef class Model(_Gated):
         """A ConstantInfo per constant (as the container reports them)."""
         return self._constants
 
-    def __repr__(self):
-        state = "closed" if self.closed else f"{self._num_inputs} inputs, {self._num_outputs} outputs"
-        return f"<aoti_cy.Model ({state})>"
-
     def run(self, inputs):
         """Run on a list (or tuple) of CPU tensors; return a list of tensors."""
         cdef AotiCyRunBuffers buffers
         cdef size_t num_inputs = self._num_inputs, num_outputs = self._num_outputs
         cdef AotiCyDevice device
         cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
-        cdef bint entered = False
-        self._check_open()
+        _check_open(self)
         if self._weights_missing:
-            self._raise_weights_missing()
-        inputs = _input_sequence(inputs, num_inputs, self._input_names)
+            _raise_weights_missing(self)
+        inputs = input_sequence(inputs, num_inputs, self._input_names)
         buffers.reserve(num_inputs, num_outputs)
         device.type = AOTI_CY_DEVICE_CPU
         device.index = -1
@@ -1173,65 +874,93 @@ cdef class Model(_Gated):
         try:
             if self._input_guards != NULL:
                 with nogil:
-                    _check_input_handles(<AotiCyInputGuards*>self._input_guards,
-                                         buffers.inputs, num_inputs, self._input_names)
+                    check_input_handles(self._input_guards, buffers.inputs, num_inputs,
+                                        self._input_names)
             with self._lock:   # one instance, one run at a time
                 with nogil:
-                    entered = aoti_cy_gate_enter(&self._active_runs, &self._closed)
-                    if entered:
-                        status = self.library.fn.model_run(
-                            self._handle, buffers.inputs, buffers.outputs)
-                        aoti_cy_gate_leave(&self._active_runs)
+                    _enter(self)
+                    status = self.library.fn.model_run(
+                        self._handle, buffers.inputs, buffers.outputs)
+                    _leave(self)
         finally:
             aoti_cy_drop_refs(buffers.keepalive, num_inputs)   # with the GIL, as in _run
             if status != AOTI_RUNTIME_SUCCESS:
                 aoti_cy_free_handles(buffers.inputs, num_inputs)
                 aoti_cy_free_handles(buffers.outputs, num_outputs)
-        if status != AOTI_RUNTIME_SUCCESS:
-            if not entered:
-                _raise_closed()
-            self.library.check(status, "AOTInductorModelRun")
+        self.library.check(status, "AOTInductorModelRun")
         return aoti_cy_list_from_handles(buffers.outputs, num_outputs)
 
     def update_constants_map(self, mapping):
         """Replace the model's constants (original FQN or internal name ->
         CPU tensor, every constant). Not concurrent with :meth:`run`."""
-        cdef ModelLibrary lib = self.library
-        cdef vector[AOTInductorConstantMapEntry] pairs
-        cdef unordered_map[string, AtenTensorHandle] constant_map
-        cdef AOTIRuntimeError status
-        cdef size_t i, count
-        self._check_open()
+        _check_open(self)
         # The model keeps these tensors as they are (no copy into slots).
-        values, unknown = self._table.check(mapping, uncopied=True)
-        missing = self._table.unset(values)
-        if unknown or missing:
-            raise ValueError(f"update_constants_map: unknown keys {unknown}, "
-                             f"missing {missing}")
-        count = len(values)
-        pairs.resize(count)
-        encoded = [name.encode() for name in values]
-        # close() on another thread waits for the gate.
-        self._enter()
+        values = self._table.checked_update(mapping, full_update=True, uncopied=True)
+        _enter(self)   # close() on another thread waits for the gate
         try:
-            # The model takes ownership of the handles.
-            for i, tensor in enumerate(values.values()):
-                pairs[i].name = <const char*>(<bytes>encoded[i])
-                pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
             with self._lock:
-                if lib.fn.model_update_constants_map_v2 != NULL:
-                    with nogil:
-                        status = lib.fn.model_update_constants_map_v2(
-                            self._handle, pairs.data(), <int32_t>count)
-                    lib.check(status, "AOTInductorModelUpdateConstantsMapV2")
-                else:
-                    for i in range(count):
-                        constant_map[string(pairs[i].name)] = pairs[i].handle
-                    with nogil:
-                        status = lib.fn.model_update_constants_map(
-                            self._handle, <AOTInductorConstantMapHandle>&constant_map)
-                    lib.check(status, "AOTInductorModelUpdateConstantsMap")
+                update_model_constants(self.library, self._handle, values)
                 self._unset_constants = ()
                 self._weights_missing = False
         finally:
-            self._leave()
+            _leave(self)
+
+
+cdef object _describe_from_probe(Model self, object artifact, object constants):
+    """Fill in what the single-instance ABI cannot say (inputs, outputs,
+    constants) from a short-lived container of the same .so, which also reads
+    weights stored outside it; return the constants to give the model."""
+    cdef ModelContainer probe = ModelContainer(
+        artifact.library_path, device="cpu", check_inputs=False)
+    with probe:
+        artifact.load_weights_into(probe)
+        self.library = probe.library
+        self._input_names = probe.input_names
+        self._output_names = probe.output_names
+        self._constants = probe.constants
+        self._table = _constant_table(probe)
+        values = None
+        if constants is not None:
+            values = self._table.checked_update(constants, full_update=True)
+        elif artifact.stores_weights_outside_library:
+            values = _extract(probe, use_inactive=False, copy=True)
+            if len(values) < len(self._table.unset({})):
+                values = None   # a package without its weights
+        self._unset_constants = () if values else probe._unset_constants
+        self._weights_missing = bool(self._unset_constants)
+    return values
+
+
+# ---- the public C API (interface.pxd) ------------------------------------------
+
+cdef int capi_version() noexcept nogil:
+    return AOTI_CY_CAPI_VERSION
+
+
+cdef int run_handles(ModelContainer container,
+                     AtenTensorHandle* inputs, size_t num_inputs,
+                     AtenTensorHandle* outputs, size_t num_outputs,
+                     void* stream) except -1 nogil:
+    if container is None:
+        aoti_cy_free_handles(inputs, num_inputs)
+        with gil:
+            raise TypeError("run_handles needs a ModelContainer, got None")
+    return _invoke(container, container.library.fn.container_run,
+                   "AOTInductorModelContainerRun",
+                   inputs, num_inputs, outputs, num_outputs, stream)
+
+
+cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL:
+    return aoti_cy_handle_from_tensor(tensor)
+
+
+cdef object tensor_from_handle(AtenTensorHandle handle):
+    return aoti_cy_tensor_from_handle(handle)
+
+
+cdef AtenTensorHandle new_handle_ref(AtenTensorHandle handle) noexcept nogil:
+    return aoti_cy_new_handle_ref(handle)
+
+
+cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil:
+    aoti_cy_free_handles(handles, count)

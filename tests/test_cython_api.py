@@ -62,3 +62,8 @@ def test_consumer_inputs_are_checked_without_the_gil(consumer, package):
                 consumer.run_nogil(model, [bad], 1)
         x = torch.randn(8)
         torch.testing.assert_close(consumer.run_nogil(model, [x], 1)[0], x + 1)
+
+
+def test_consumer_sees_the_c_api_version_it_was_built_for(consumer):
+    compiled_against, loaded = consumer.versions()
+    assert compiled_against == loaded == aoti_cy.interface.CAPI_VERSION

@@ -20,8 +20,8 @@ def run_loop(ModelContainer model, list inputs, long iters):
             for k in range(iters):
                 for j in range(num_inputs):
                     handles[j] = aoti_cy.new_handle_ref(templates[j])
-                model.run_handles(handles.data(), num_inputs,
-                                  outputs.data(), num_outputs, NULL)
+                aoti_cy.run_handles(model, handles.data(), num_inputs,
+                                    outputs.data(), num_outputs, NULL)
                 aoti_cy.free_handles(outputs.data(), num_outputs)
     finally:
         aoti_cy.free_handles(templates.data(), num_inputs)

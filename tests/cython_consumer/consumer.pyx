@@ -16,8 +16,13 @@ def run_nogil(ModelContainer model, list inputs, int repeats):
     try:
         with nogil:
             for i in range(repeats):
-                model.run_handles(&handles[i], 1, &outputs[i], 1, NULL)
+                aoti_cy.run_handles(model, &handles[i], 1, &outputs[i], 1, NULL)
                 handles[i] = NULL  # consumed (run_handles also NULLs it)
     finally:
         aoti_cy.free_handles(handles.data(), repeats)
     return [aoti_cy.tensor_from_handle(outputs[i]) for i in range(repeats)]
+
+
+def versions():
+    """(the C API version this consumer was compiled against, the loaded one)."""
+    return aoti_cy.AOTI_CY_CAPI_VERSION, aoti_cy.capi_version()
