@@ -140,7 +140,12 @@ def _aoti_cy_variants(config, args, kwargs):
     model = aoti_cy.load(config["path"], model_name=config["model_name"],
                          num_models=config["num_models"])
     args, kwargs = _to(args, model.device), _to(kwargs, model.device)
-    flat = CallSpec(*model.call_spec, model.num_inputs).flatten(args, kwargs)
+    try:
+        flat = CallSpec(*model.call_spec, model.num_inputs).flatten(args, kwargs)
+        model(*args, **kwargs)
+    except TypeError as e:
+        model.close()
+        raise BenchUsageError(f"{e} (here: --import MODULE)") from None
     variants = {"aoti_cy run": lambda: model.run(flat),
                 "aoti_cy model(...)": lambda: model(*args, **kwargs)}
     return model, flat, variants
