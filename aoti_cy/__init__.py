@@ -22,13 +22,20 @@ if _torch.__version__ != BUILT_FOR_TORCH:
         f"`pip install --no-build-isolation --force-reinstall --no-deps .` "
         f"(or `-e .`) in the aoti_cy source tree")
 
-from aoti_cy.errors import AOTIError, MissingSymbolError, PackageError
+from aoti_cy.errors import (AOTIError, ArgumentRuntimeError, MissingSymbolError,
+                            ModelNotFoundError, PackageError, PackageNotFoundRuntimeError,
+                            PackageRuntimeError)
 from aoti_cy.interface import ConstantInfo, Model, ModelContainer, load
+from aoti_cy.torch_compat import (AOTICompiledModel, aoti_load_package, load_package,
+                                  patch_torch)
 
 __version__ = "0.1.0"
 __all__ = ["AOTIError", "ConstantInfo", "MissingSymbolError", "Model",
            "ModelContainer", "PackageError",
-           "load", "get_include", "BUILT_FOR_TORCH"]
+           "load", "get_include", "BUILT_FOR_TORCH",
+           "AOTICompiledModel", "aoti_load_package", "load_package", "patch_torch",
+           "ArgumentRuntimeError", "ModelNotFoundError", "PackageNotFoundRuntimeError",
+           "PackageRuntimeError"]
 
 
 def get_include():

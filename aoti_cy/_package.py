@@ -16,7 +16,8 @@ import tempfile
 import weakref
 import zipfile
 
-from aoti_cy.errors import PackageError
+from aoti_cy import _cpp_build
+from aoti_cy.errors import ModelNotFoundError, PackageError
 
 __all__ = ["Artifact", "list_models", "open_artifact"]
 
@@ -153,12 +154,16 @@ def _open_directory(directory, model_name, tempdir):
     names = sorted(n for n in os.listdir(models_dir)
                    if os.path.isdir(os.path.join(models_dir, n)))
     if model_name not in names:
-        raise PackageError(
+        raise ModelNotFoundError(
             f"no model named {model_name!r} in {directory}; it holds "
             f"{', '.join(map(repr, names)) or 'no models'}")
     model_dir = os.path.join(models_dir, model_name)
     files = sorted(os.listdir(model_dir))
-    library_path = os.path.join(model_dir, _wrapper_library(files, model_name, directory))
+    if _cpp_build.ships_sources_only(files):
+        # C++ sources only (aot_inductor.package_cpp_only): built once, cached.
+        library_path = _cpp_build.build_library(model_dir, files)
+    else:
+        library_path = os.path.join(model_dir, _wrapper_library(files, model_name, directory))
     blobs = [f for f in files if f.endswith(".blob")]
     config = os.path.join(model_dir, "weights_config.json")
     return Artifact(
@@ -185,8 +190,8 @@ def _wrapper_library(files, model_name, directory):
         return libraries[0]
     if not libraries:
         raise PackageError(
-            f"model {model_name!r} in {directory} has no compiled .so "
-            f"(packages that ship only C++ sources are not supported)")
+            f"model {model_name!r} in {directory} has no compiled .so and no C++ "
+            f"sources to build one from")
     raise PackageError(
         f"model {model_name!r} in {directory} has several .so files and none "
         f"is a wrapper library: {', '.join(libraries)}")
@@ -244,7 +249,7 @@ def _select_members(archive, path, model_name):
         if parts[3] == model_name and not info.is_dir():
             wanted.append((info, parts))
     if model_name not in models:
-        raise PackageError(
+        raise ModelNotFoundError(
             f"no model named {model_name!r} in {path}; it holds "
             f"{', '.join(map(repr, sorted(models))) or 'no models'}")
     _check_sizes(wanted, path)

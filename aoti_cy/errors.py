@@ -5,9 +5,17 @@ an artifact itself (a corrupt package, a library that will not load, a
 missing required symbol) become :class:`PackageError`; a feature whose entry
 point the loaded model does not export becomes :class:`MissingSymbolError`.
 All of them pickle, so they survive a trip through multiprocessing.
+
+Where torch's own loader raises ``RuntimeError``, code written against it
+catches ``RuntimeError``: :class:`ModelNotFoundError` is one as well as a
+:class:`PackageError`, and the torch-compatible API (``aoti_cy.torch_compat``)
+raises the ``*RuntimeError`` forms below, each a subclass of both what aoti_cy
+raises and ``RuntimeError``.
 """
 
-__all__ = ["AOTIError", "MissingSymbolError", "PackageError"]
+__all__ = ["AOTIError", "ArgumentRuntimeError", "MissingSymbolError",
+           "ModelNotFoundError", "PackageError", "PackageNotFoundRuntimeError",
+           "PackageRuntimeError"]
 
 
 class AOTIError(RuntimeError):
@@ -48,3 +56,24 @@ class MissingSymbolError(NotImplementedError):
 class PackageError(ValueError):
     """The artifact cannot be used: a corrupt or unsafe package, a library that
     does not load, or one without the entry points every model exports."""
+
+
+class ModelNotFoundError(PackageError, RuntimeError):
+    """The package holds no model of the name asked for; the message lists
+    those it holds. A ``RuntimeError`` too, as torch's loader raises there."""
+
+
+class PackageRuntimeError(PackageError, RuntimeError):
+    """A :class:`PackageError` raised through the torch-compatible API, where
+    torch's loader raises ``RuntimeError``."""
+
+
+class ArgumentRuntimeError(ValueError, RuntimeError):
+    """A bad value (an input that does not fit the model, an unknown constant,
+    ``num_runners`` out of range) raised through the torch-compatible API,
+    where torch's loader raises ``RuntimeError``."""
+
+
+class PackageNotFoundRuntimeError(FileNotFoundError, RuntimeError):
+    """No file at the path given to the torch-compatible API (torch's loader
+    raises ``RuntimeError`` there)."""

@@ -1,0 +1,475 @@
+"""A drop-in for torch's package loader, run by aoti_cy.
+
+``aoti_load_package`` and ``load_package`` take what
+``torch._inductor.aoti_load_package`` and ``torch._inductor.package.load_package``
+take and return an :class:`AOTICompiledModel` whose ``loader`` has the methods
+of ``torch._C._aoti.AOTIModelPackageLoader``, every call backed by an aoti_cy
+:class:`~aoti_cy.ModelContainer`. :func:`patch_torch` makes torch's own names
+return these objects, for code that cannot be edited.
+
+What differs on purpose: inputs are checked before every run (a wrong shape,
+dtype, stride or device is an exception naming the input, not wrong numbers
+or a crash), bad constants are refused before anything changes, and errors
+are aoti_cy's clear messages. Where torch raises ``RuntimeError``, the
+exceptions here are ``RuntimeError`` subclasses too (see ``aoti_cy.errors``),
+so ``except RuntimeError`` written for torch still catches them.
+"""
+
+import ctypes
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import zipfile
+
+import numpy as np
+import torch
+
+from aoti_cy import _package
+from aoti_cy._call import CallSpec
+from aoti_cy.errors import (ArgumentRuntimeError, ModelNotFoundError, PackageError,
+                            PackageNotFoundRuntimeError, PackageRuntimeError)
+from aoti_cy.interface import load
+
+__all__ = ["AOTICompiledModel", "AOTIModelPackageLoader", "TorchPatch",
+           "aoti_load_package", "load_package", "patch_torch"]
+
+logger = logging.getLogger(__name__)
+
+# aoti_cy's exception -> the form also a RuntimeError, as torch's loader raises.
+_RUNTIME_FORMS = ((PackageError, PackageRuntimeError),
+                  (FileNotFoundError, PackageNotFoundRuntimeError),
+                  (ValueError, ArgumentRuntimeError))
+
+
+def _as_runtime_error(error):
+    """``error`` itself when it is a RuntimeError already (or has no
+    RuntimeError form), else its RuntimeError form with the same message."""
+    if isinstance(error, RuntimeError):
+        return error
+    for kind, form in _RUNTIME_FORMS:
+        if isinstance(error, kind):
+            return form(*error.args).with_traceback(error.__traceback__)
+    return error
+
+
+def _stream_pointer(stream_handle):
+    """torch passes a stream as a PyCapsule around ``cudaStream_t``; aoti_cy
+    takes an int or a ``torch.cuda.Stream``: accept all three (and None)."""
+    if stream_handle is None or isinstance(stream_handle, int) or hasattr(
+            stream_handle, "cuda_stream"):
+        return stream_handle
+    if type(stream_handle).__name__ == "PyCapsule":
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype = ctypes.c_char_p
+        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        name = api.PyCapsule_GetName(stream_handle)
+        return api.PyCapsule_GetPointer(stream_handle, name) or 0
+    raise TypeError(f"stream_handle must be a PyCapsule, a torch.cuda.Stream, an int or "
+                    f"None, got {type(stream_handle).__name__}")
+
+
+class AOTIModelPackageLoader:
+    """``torch._C._aoti.AOTIModelPackageLoader``'s interface over an aoti_cy
+    container: ``AOTIModelPackageLoader(model_package_path, model_name="model",
+    run_single_threaded=False, num_runners=1, device_index=-1, *,
+    check_inputs=True)``.
+
+    ``num_runners`` model instances run at once; ``run_single_threaded`` runs
+    without the container's locking (one thread at a time, CUDA graphs);
+    ``device_index`` picks the GPU of a CUDA model (-1: the current one).
+    ``container`` is the aoti_cy :class:`~aoti_cy.ModelContainer` for what
+    torch's loader does not offer (``load_weights``, ``close``, ...).
+    """
+
+    def __init__(self, model_package_path, model_name="model", run_single_threaded=False,
+                 num_runners=1, device_index=-1, *, check_inputs=True):
+        if not isinstance(num_runners, int) or isinstance(num_runners, bool):
+            raise TypeError(f"num_runners must be an int, got {type(num_runners).__name__}")
+        if not isinstance(device_index, int) or isinstance(device_index, bool):
+            raise TypeError(f"device_index must be an int, got {type(device_index).__name__}")
+        if run_single_threaded and num_runners != 1:
+            raise ArgumentRuntimeError(
+                f"num_runners must be 1 when run_single_threaded is true, got {num_runners}")
+        if num_runners < 1:
+            raise ArgumentRuntimeError(
+                f"num_runners must be >=1 when run_single_threaded is false, got {num_runners}")
+        try:
+            self._container = load(model_package_path,
+                                   device=_device(model_package_path, model_name, device_index),
+                                   num_models=num_runners, model_name=model_name,
+                                   check_inputs=check_inputs)
+        except (ValueError, FileNotFoundError) as e:
+            raise _as_runtime_error(e) from None
+        self._single_threaded = bool(run_single_threaded)
+        self._spec = None
+        if self._single_threaded:
+            name = "AOTInductorModelContainerRunSingleThreaded"
+            if not self._container.library.exported().get(name):
+                self._container.close()
+                from aoti_cy.errors import MissingSymbolError
+                raise MissingSymbolError(name, model_package_path)
+
+    @property
+    def container(self):
+        """The aoti_cy ModelContainer behind this loader."""
+        return self._container
+
+    def __repr__(self):
+        mode = ", single-threaded" if self._single_threaded else ""
+        return f"<aoti_cy AOTIModelPackageLoader over {self._container!r}{mode}>"
+
+    # ---- running ------------------------------------------------------------
+
+    def run(self, inputs, stream_handle=None):
+        """Run on a sequence of tensors; return a list of tensors."""
+        container = self._container
+        stream = None if stream_handle is None else _stream_pointer(stream_handle)
+        try:
+            if self._single_threaded:
+                return container.run_single_threaded(inputs, stream)
+            return container.run(inputs, stream)
+        except ValueError as e:
+            raise _as_runtime_error(e) from None
+
+    def boxed_run(self, inputs, stream_handle=None):
+        """Like :meth:`run`, for a list the call takes over: it is emptied
+        (as torch's does, so the caller holds no references to the inputs)."""
+        if not isinstance(inputs, list):
+            raise TypeError(f"boxed_run takes a list of tensors, got {type(inputs).__name__}")
+        for i, item in enumerate(inputs):
+            if not isinstance(item, (torch.Tensor, np.ndarray)):
+                raise TypeError(f"boxed_run: input {i} is {type(item).__name__}, not a tensor")
+        tensors = tuple(inputs)
+        inputs.clear()
+        return self.run(tensors, stream_handle)
+
+    def _call_model(self, args, kwargs):
+        """``model(*args, **kwargs)`` as the exported module was called."""
+        try:
+            if not self._single_threaded:
+                return self._container(*args, **kwargs)
+            if self._spec is None:
+                self._spec = CallSpec(*self._container.call_spec, self._container.num_inputs)
+            flat = self._spec.flatten(args, kwargs)
+            return self._spec.unflatten(self._container.run_single_threaded(flat))
+        except ValueError as e:
+            raise _as_runtime_error(e) from None
+
+    # ---- description --------------------------------------------------------
+
+    def get_call_spec(self):
+        """``[in_spec, out_spec]``: the serialized pytree specs."""
+        return list(self._container.call_spec)
+
+    def get_metadata(self):
+        """The package's metadata for this model (``AOTI_DEVICE_KEY``, ...)."""
+        return dict(self._container.metadata)
+
+    def get_constant_fqns(self):
+        """The original FQN of every constant of the model."""
+        return list(self._container.constant_fqns)
+
+    def get_custom_objs(self):
+        """Torchbind objects of the model: none (aoti_cy refuses such models)."""
+        return {}
+
+    @staticmethod
+    def load_metadata_from_package(model_package_path, model_name):
+        """A model's metadata, read from the package without loading it."""
+        return _metadata_in_package(model_package_path, model_name)
+
+    # ---- constants ----------------------------------------------------------
+
+    def load_constants(self, constants_map, use_inactive, check_full_update,
+                       user_managed=False, allow_h2d_copy=False):
+        """Set constants by original FQN (see ``get_constant_fqns``), copied
+        into the model's buffer unless ``user_managed``. ``check_full_update``
+        demands every constant; CPU tensors for a GPU model need
+        ``allow_h2d_copy``, which ``user_managed`` excludes."""
+        fqns = self._container.constant_fqns
+        unknown = sorted(str(k) for k in constants_map if k not in fqns)
+        if unknown:
+            raise ArgumentRuntimeError(
+                f"Constant not found: {', '.join(unknown)}; the model's constants are "
+                f"{sorted(fqns)}")
+        if allow_h2d_copy and user_managed:
+            raise ArgumentRuntimeError(
+                "load_constants: allow_h2d_copy is not supported with user_managed "
+                "(user-managed constants are used in place, not copied)")
+        device = self._container.device
+        if device.type != "cpu" and not allow_h2d_copy:
+            on_cpu = sorted(k for k, t in constants_map.items()
+                            if isinstance(t, torch.Tensor) and t.device.type == "cpu")
+            if on_cpu:
+                raise ArgumentRuntimeError(
+                    f"load_constants: {on_cpu} are on cpu but the model runs on {device}; "
+                    f"pass allow_h2d_copy=True to copy them over")
+        self.update_constant_buffer(constants_map, use_inactive, check_full_update,
+                                    user_managed)
+
+    def update_constant_buffer(self, tensor_map, use_inactive, validate_full_updates,
+                               user_managed=False):
+        """Set constants by internal name (or FQN): see
+        :meth:`aoti_cy.ModelContainer.update_constant_buffer`."""
+        try:
+            self._container.update_constant_buffer(
+                tensor_map, use_inactive=bool(use_inactive),
+                validate_full_update=bool(validate_full_updates),
+                user_managed=bool(user_managed))
+        except ValueError as e:
+            raise _as_runtime_error(e) from None
+
+    def extract_constants_map(self, use_inactive=False):
+        """FQN -> a copy of each constant that is not folded."""
+        return self._container.extract_constants_map(use_inactive=bool(use_inactive))
+
+    def swap_constant_buffer(self):
+        """Make the inactive constant buffer the active one."""
+        self._container.swap_constant_buffer()
+
+    def free_inactive_constant_buffer(self):
+        """Free the inactive constant buffer."""
+        self._container.free_inactive_constant_buffer()
+
+
+class AOTICompiledModel:
+    """torch's ``AOTICompiledModel`` run by aoti_cy: call it as the exported
+    module was called; ``loader`` is an :class:`AOTIModelPackageLoader`."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __call__(self, *args, **kwargs):
+        return self.loader._call_model(args, kwargs)
+
+    def get_metadata(self):
+        return self.loader.get_metadata()
+
+    def load_constants(self, constants_map, *, check_full_update, user_managed=False,
+                       allow_h2d_copy=False):
+        """Load constants by FQN into the model (see ``get_constant_fqns``):
+        ``check_full_update`` demands every constant; ``user_managed`` uses the
+        given tensors in place (keep them alive); ``allow_h2d_copy`` copies CPU
+        tensors to a GPU model."""
+        self.loader.load_constants(constants_map, False, check_full_update, user_managed,
+                                   allow_h2d_copy)
+
+    def get_constant_fqns(self):
+        return self.loader.get_constant_fqns()
+
+    def __deepcopy__(self, memo):
+        # As torch's: the copy shares the loader (its container and weights).
+        logger.warning("AOTICompiledModel deepcopy warning: AOTICompiledModel.loader "
+                       "is not deepcopied.")
+        return type(self)(self.loader)
+
+    def __repr__(self):
+        return f"<aoti_cy AOTICompiledModel, loader={self.loader!r}>"
+
+
+def load_package(path, model_name="model", run_single_threaded=False, num_runners=1,
+                 device_index=-1, *, check_inputs=True):
+    """torch's ``load_package``, run by aoti_cy: ``path`` is a `.pt2` (a path
+    or a readable file object), ``model_name`` picks one of its models."""
+    return _load(path, model_name, run_single_threaded, num_runners, device_index,
+                 check_inputs, AOTICompiledModel)
+
+
+def aoti_load_package(path, run_single_threaded=False, device_index=-1, *, num_runners=1,
+                      check_inputs=True):
+    """torch's ``aoti_load_package`` (same positional arguments), run by
+    aoti_cy: the package's model named "model" (``load_package`` picks
+    another); ``num_runners`` model instances may run at once."""
+    return _load(path, "model", run_single_threaded, num_runners, device_index,
+                 check_inputs, AOTICompiledModel)
+
+
+def _load(path, model_name, run_single_threaded, num_runners, device_index, check_inputs,
+          model_class):
+    if hasattr(path, "read"):
+        # A file object: copied to a file, which the load extracts from.
+        with tempfile.NamedTemporaryFile(suffix=".pt2") as copy:
+            path.seek(0)
+            shutil.copyfileobj(path, copy, 1 << 20)
+            copy.flush()
+            path.seek(0)
+            return _load(copy.name, model_name, run_single_threaded, num_runners,
+                         device_index, check_inputs, model_class)
+    loader = AOTIModelPackageLoader(os.fspath(path), model_name, run_single_threaded,
+                                    num_runners, device_index, check_inputs=check_inputs)
+    return model_class(loader)
+
+
+def _device(path, model_name, device_index):
+    """The device to load on: None (the package's) for ``device_index`` -1,
+    else the package's device type at that index."""
+    if device_index < 0:
+        return None
+    if os.path.isfile(path) and zipfile.is_zipfile(path):
+        kind = _metadata_in_package(path, model_name).get("AOTI_DEVICE_KEY") or "cpu"
+    else:   # an extracted package or a .so
+        artifact = _package.open_artifact(path, model_name)
+        kind = artifact.device
+        artifact.cleanup()
+    kind = torch.device(kind).type
+    if kind == "cpu":
+        if device_index != 0:
+            raise ArgumentRuntimeError(
+                f"device_index {device_index} for a cpu model: CPU device index must be "
+                f"-1 or zero")
+        return "cpu"
+    return torch.device(kind, device_index)
+
+
+def _metadata_in_package(path, model_name):
+    """The ``*_metadata.json`` of ``model_name`` in a `.pt2`, as a dict."""
+    import json
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise PackageNotFoundRuntimeError(f"no such model package: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            models = set()
+            found = None
+            for info in archive.infolist():
+                parts = _package._member_parts(info)
+                if len(parts) >= 5 and tuple(parts[1:3]) == _package.MODELS_DIR:
+                    models.add(parts[3])
+                    if (parts[3] == model_name and len(parts) == 5
+                            and parts[4].endswith("_metadata.json")
+                            and ".kernel" not in parts[4]
+                            and (found is None or parts[4].endswith("wrapper_metadata.json"))):
+                        found = info
+            if model_name not in models:
+                raise ModelNotFoundError(
+                    f"no model named {model_name!r} in {path}; it holds "
+                    f"{', '.join(map(repr, sorted(models))) or 'no models'}")
+            if found is None:
+                return {}
+            metadata = json.loads(archive.read(found))
+    except zipfile.BadZipFile as e:
+        raise PackageRuntimeError(f"{path} is not a .pt2 package (not a zip file: {e})") from None
+    except PackageError as e:
+        raise _as_runtime_error(e) from None
+    except ValueError as e:
+        raise PackageRuntimeError(f"the metadata of {model_name!r} in {path} is not valid "
+                                  f"JSON: {e}") from None
+    if not isinstance(metadata, dict):
+        raise PackageRuntimeError(f"the metadata of {model_name!r} in {path} is not a JSON object")
+    return {str(k): str(v) for k, v in metadata.items()}
+
+
+# ---- patching torch ---------------------------------------------------------------
+
+
+@functools.cache
+def _torch_typed_model_class():
+    """AOTICompiledModel that is also an instance of torch's class, for code
+    reached through torch's names that checks ``isinstance``. Made on first
+    patch: importing torch's class imports inductor (seconds)."""
+    from torch.export.pt2_archive._package import AOTICompiledModel as TorchCompiledModel
+    return type("AOTICompiledModel", (AOTICompiledModel, TorchCompiledModel),
+                {"__module__": __name__, "__doc__": AOTICompiledModel.__doc__})
+
+
+def _torch_load_package(path, model_name="model", run_single_threaded=False, num_runners=1,
+                        device_index=-1):
+    return _load(path, model_name, run_single_threaded, num_runners, device_index, True,
+                 _torch_typed_model_class())
+
+
+def _torch_aoti_load_package(path, run_single_threaded=False, device_index=-1):
+    return _load(path, "model", run_single_threaded, 1, device_index, True,
+                 _torch_typed_model_class())
+
+
+def _torch_load_aoti(file, model_name, run_single_threaded, num_runners, device_idx):
+    # What torch.export.pt2_archive._package.load_pt2 builds each model with.
+    return _load(file, model_name, run_single_threaded, num_runners, device_idx, True,
+                 _torch_typed_model_class())
+
+
+for _replacement, _original in ((_torch_load_package, load_package),
+                                (_torch_aoti_load_package, aoti_load_package)):
+    _replacement.__doc__ = _original.__doc__
+
+# (module, attribute, replacement): every module-level name through which
+# code reaches torch's loader.
+_PATCH_TARGETS = (
+    ("torch._inductor", "aoti_load_package", _torch_aoti_load_package),
+    ("torch._inductor.package", "load_package", _torch_load_package),
+    ("torch._inductor.package.package", "load_package", _torch_load_package),
+    ("torch.export.pt2_archive._package", "_load_aoti", _torch_load_aoti),
+)
+_MISSING = object()
+_patch_lock = threading.Lock()
+_active_patches = []
+
+
+class TorchPatch:
+    """torch's loader names pointed at aoti_cy, process-wide, until
+    :meth:`undo` (or the end of a ``with`` block) puts back exactly what was
+    there. Patches undo in the reverse order they were applied."""
+
+    def __init__(self):
+        self._saved = None
+
+    @property
+    def active(self):
+        return self._saved is not None
+
+    def apply(self):
+        import importlib
+        with _patch_lock:
+            if self._saved is not None:
+                raise RuntimeError("this TorchPatch is applied already")
+            _torch_typed_model_class()
+            saved = []
+            for module_name, attribute, replacement in _PATCH_TARGETS:
+                module = importlib.import_module(module_name)
+                saved.append((module, attribute, module.__dict__.get(attribute, _MISSING)))
+            for (module, attribute, _), (_, _, replacement) in zip(saved, _PATCH_TARGETS):
+                setattr(module, attribute, replacement)
+            self._saved = saved
+            _active_patches.append(self)
+        return self
+
+    def undo(self):
+        """Put torch's names back as they were before :meth:`apply`. Idempotent."""
+        with _patch_lock:
+            if self._saved is None:
+                return
+            if _active_patches[-1] is not self:
+                raise RuntimeError("undo aoti_cy's torch patches in the reverse order they "
+                                   "were applied: a later patch is still active")
+            for module, attribute, original in reversed(self._saved):
+                if original is _MISSING:
+                    module.__dict__.pop(attribute, None)
+                else:
+                    setattr(module, attribute, original)
+            self._saved = None
+            _active_patches.pop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.undo()
+
+
+def patch_torch():
+    """Make ``torch._inductor.aoti_load_package``,
+    ``torch._inductor.package.load_package`` (and what ``torch.export``'s
+    `.pt2` loader builds models with) return aoti_cy's
+    :class:`AOTICompiledModel` process-wide. Returns the :class:`TorchPatch`:
+    ``patch.undo()``, or use it as a context manager
+    (``with aoti_cy.patch_torch(): ...``) to put torch's back on exit.
+
+    Code that imported the function itself (``from torch._inductor import
+    aoti_load_package``) before the patch keeps torch's."""
+    return TorchPatch().apply()
