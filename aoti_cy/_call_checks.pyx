@@ -88,10 +88,15 @@ cdef int check_input_handles(void* guards, AtenTensorHandle* handles, size_t n,
     cdef long failed = aoti_cy_check_inputs(
         <AotiCyInputGuards*>guards, handles, n, reason, sizeof(reason))
     if failed >= 0:
-        with gil:
-            label = f"input {failed}"
-            if 0 <= failed < len(names):
-                label += f" ({names[failed]!r})"
-            raise ValueError(f"{label} does not fit the model: "
-                             f"{reason.decode('utf-8', 'replace')}")
+        _raise_mismatch(failed, reason, names)
     return 0
+
+
+# Apart from check_input_handles: a nogil function with Python locals takes
+# the GIL at its exit, also when nothing failed.
+cdef int _raise_mismatch(long index, const char* reason, tuple names) except -1 with gil:
+    label = f"input {index}"
+    if 0 <= index < len(names):
+        label += f" ({names[index]!r})"
+    raise ValueError(f"{label} does not fit the model: "
+                     f"{reason.decode('utf-8', 'replace')}")
