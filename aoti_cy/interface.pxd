@@ -62,6 +62,7 @@ cdef class ModelContainer(_Gated):
     cdef void* _proxy_executor     # AOTIProxyExecutorHandle for fallback ops, or NULL
     cdef ExecutorFailedFn _executor_failed  # whether one of its calls failed here
     cdef object _proxy_executor_owner  # the Python object that owns it
+    cdef object _graphs            # CUDA graphs hook: aoti_cy.cuda_graphs.GraphRunner or None
 
     cdef _create(self, size_t num_models, object cubin_dir)
     cdef _read_metadata(self)
@@ -86,6 +87,7 @@ cdef class ModelContainer(_Gated):
     cdef object _call(self, tuple args, dict kwargs, object stream)
     cdef list _run(self, ContainerRunFn entry, const char* function,
                    object inputs, object stream)
+    cdef list _run_default(self, object inputs, object stream)
 
 
 cdef class Model(_Gated):

@@ -55,6 +55,7 @@ from aoti_cy import _package
 from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
 from aoti_cy._constants import ConstantTable, unset_constants
 from aoti_cy._proxy_executor import executor_for
+from aoti_cy import cuda_graphs as _cuda_graphs
 
 __all__ = ["ConstantInfo", "Model", "ModelContainer", "load"]
 
@@ -315,7 +316,8 @@ cdef class ModelContainer(_Gated):
         self._weights_hint = "with load_weights(state_dict) or update_constant_buffer()"
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None,
-                 *, check_inputs=True, proxy_executor=None):
+                 *, check_inputs=True, proxy_executor=None, cuda_graphs=False,
+                 max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS, static_outputs=False):
         if self.library is not None:
             raise RuntimeError("ModelContainer.__init__ called twice")
         if not isinstance(num_models, int) or num_models < 1:
@@ -343,6 +345,29 @@ cdef class ModelContainer(_Gated):
             self._input_guards = _input_guards_for(self.library, self._num_inputs)
         aoti_cy_gate_set_closed(&self._closed, 0)
         self._note_active_constants()
+        # ---- CUDA graphs hook (aoti_cy/cuda_graphs.py) ----
+        if cuda_graphs:
+            try:
+                self._graphs = _cuda_graphs.make_runner(
+                    self, num_models=num_models, max_graphs=max_graphs,
+                    static_outputs=static_outputs, proxy_executor=proxy_executor is not None)
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self):
+        """Free the CUDA graphs (if any), then wait for the calls in flight,
+        free the handle and the package's extracted files. Idempotent."""
+        graphs, self._graphs = self._graphs, None   # CUDA graphs hook
+        if graphs is not None:
+            graphs.close()
+        _Gated.close(self)
+
+    @property
+    def cuda_graphs(self):
+        """The :class:`aoti_cy.cuda_graphs.GraphRunner` running this model's
+        calls through CUDA graphs, or None (not asked for, or not possible)."""
+        return self._graphs
 
     cdef _create(self, size_t num_models, object cubin_dir):
         cdef ModelLibrary lib = self.library
@@ -475,17 +500,14 @@ cdef class ModelContainer(_Gated):
         cdef list outputs
         if self._flat_call and not kwargs:
             # The common case, without pytree: a flat tuple in, flat out.
-            outputs = self._run(self.library.fn.container_run,
-                                "AOTInductorModelContainerRun", args, stream)
+            outputs = self._run_default(args, stream)
             if self._out_kind == OUT_TUPLE:
                 return tuple(outputs)
             if self._out_kind == OUT_LEAF:
                 return outputs[0]
         else:
             self._check_open()
-            outputs = self._run(self.library.fn.container_run,
-                                "AOTInductorModelContainerRun",
-                                self._caller.flatten(args, kwargs), stream)
+            outputs = self._run_default(self._caller.flatten(args, kwargs), stream)
         return self._caller.unflatten(outputs)
 
     def _is_flat_call(self):
@@ -499,8 +521,18 @@ cdef class ModelContainer(_Gated):
         (numpy arrays are taken as CPU tensors sharing their memory). On CUDA
         the run is issued on ``stream`` (a ``torch.cuda.Stream`` or a raw
         pointer), by default the current stream of the model's device. The
-        GIL is released while the model runs.
+        GIL is released while the model runs. With ``cuda_graphs=True`` the
+        run goes through a CUDA graph (see :mod:`aoti_cy.cuda_graphs`).
         """
+        return self._run_default(inputs, stream)
+
+    cdef list _run_default(self, object inputs, object stream):
+        # ---- CUDA graphs hook: a graphed call where graphs are on ----
+        cdef list outputs
+        if self._graphs is not None:
+            outputs = self._graphs.run(self, inputs, stream)
+            if outputs is not None:
+                return outputs
         return self._run(self.library.fn.container_run,
                          "AOTInductorModelContainerRun", inputs, stream)
 
@@ -787,6 +819,8 @@ cdef class ModelContainer(_Gated):
         """Record which constants still have no value in the active buffer
         (a package compiled without its weights): runs refuse until they do,
         since the model would read through null pointers."""
+        if self._graphs is not None:   # CUDA graphs hook: they read the old buffers
+            self._graphs.invalidate()
         if (self.library.fn.container_extract_constants_map_entries == NULL
                 and self.library.fn.container_extract_constants_map == NULL):
             return
@@ -865,6 +899,8 @@ cdef class ModelContainer(_Gated):
             _raise_with_executor_reason(
                 self, status, "AOTInductorModelContainerRunConstantFolding")
         lib.check(status, "AOTInductorModelContainerRunConstantFolding")
+        if not use_inactive and self._graphs is not None:   # CUDA graphs hook
+            self._graphs.invalidate()
 
     def swap_constant_buffer(self):
         """Make the inactive buffer the active one. Waits for runs in flight,
@@ -1005,14 +1041,19 @@ cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil:
     aoti_cy_free_handles(handles, count)
 
 
-def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True):
+def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True,
+         cuda_graphs=False, max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS,
+         static_outputs=False):
     """Load an AOTInductor artifact and return a :class:`ModelContainer`.
 
     ``path`` is a `.pt2` package (from ``aoti_compile_and_package``), an
     extracted package directory, or a bare model `.so`. ``device=None`` means
     the device the model was compiled for. ``model_name`` picks one model of
     a package that holds several. ``check_inputs`` is as for
-    :class:`ModelContainer`.
+    :class:`ModelContainer`. ``cuda_graphs=True`` runs calls through CUDA
+    graphs captured per input signature (at most ``max_graphs`` per model
+    instance; ``static_outputs=True`` returns the graphs' own output
+    buffers): see :mod:`aoti_cy.cuda_graphs`.
     """
     cdef ModelContainer container
     artifact = _package.open_artifact(path, model_name)
@@ -1022,7 +1063,8 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
         container = ModelContainer(
             artifact.library_path, device=device, num_models=num_models,
             cubin_dir=artifact.cubin_dir, check_inputs=check_inputs,
-            proxy_executor=executor_for(artifact.library_path, device))
+            proxy_executor=executor_for(artifact.library_path, device),
+            cuda_graphs=cuda_graphs, max_graphs=max_graphs, static_outputs=static_outputs)
         container._package = artifact
         artifact.load_weights_into(container)
     except BaseException:
