@@ -239,6 +239,8 @@ class GraphRunner:
             graphs = graph_set.graphs
             captured = graphs.get(key)
             if captured is None:
+                if not all(t.is_non_overlapping_and_dense() for t in inputs):
+                    return None     # no static copy keeps such a layout: run plainly
                 captured = self._capture(container, graph_set, key, inputs)
                 if captured is None:
                     return None
