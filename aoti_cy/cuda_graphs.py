@@ -239,8 +239,8 @@ class GraphRunner:
             graphs = graph_set.graphs
             captured = graphs.get(key)
             if captured is None:
-                if not all(t.is_non_overlapping_and_dense() for t in inputs):
-                    return None     # no static copy keeps such a layout: run plainly
+                if any(0 in t.stride() for t in inputs):
+                    return None     # broadcast views: no static copy keeps them
                 captured = self._capture(container, graph_set, key, inputs)
                 if captured is None:
                     return None
