@@ -93,6 +93,7 @@ class CapturedRun:
                     capture_error_mode="thread_local"):
                 self.outputs = container.run_single_threaded(self.inputs, stream=stream)
         except Exception as error:  # noqa: BLE001 - whatever broke the capture
+            _end_broken_capture(device, stream)
             raise CaptureError(f"capturing a run of the model failed: {error}") from error
 
     def replay(self, *inputs):
@@ -110,6 +111,17 @@ class CapturedRun:
                 static.copy_(new, non_blocking=True)
         self.graph.replay()
         return self.outputs
+
+
+def _end_broken_capture(device, stream):
+    """A capture that failed leaves torch's CUDA generators in capture mode
+    (their epilogue never ran), so the next random op outside a capture
+    fails; one tiny capture that succeeds puts them back."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.cuda.device(device), torch.cuda.graph(
+                torch.cuda.CUDAGraph(), stream=stream, capture_error_mode="thread_local"):
+            torch.zeros(1, device=device).add_(1)
 
 
 def capture(container, inputs, *, warmup=3):
