@@ -67,6 +67,7 @@ cdef class ModelContainer(_HandleOwner):
     cdef void* _proxy_executor     # AOTIProxyExecutorHandle for fallback ops, or NULL
     cdef ExecutorFailedFn _executor_failed  # whether one of its calls failed here
     cdef object _proxy_executor_owner  # the Python object that owns it
+    cdef object _graphs            # aoti_cy.cuda_graphs.GraphRunner, or None
 
 
 cdef class Model(_HandleOwner):

@@ -4,6 +4,7 @@ from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 import torch
 
 from aoti_cy._library import ModelLibrary
+from aoti_cy.cuda_graphs import GraphRunner
 
 _Stream = torch.cuda.Stream | int | None
 
@@ -28,8 +29,12 @@ class ModelContainer:
     def __init__(self, library_path: str | PathLike[str], device: str | torch.device = "cpu",
                  num_models: int = 1, cubin_dir: str | PathLike[str] | None = None,
                  *, check_inputs: bool = True,
-                 proxy_executor: _ProxyExecutor | None = None) -> None: ...
+                 proxy_executor: _ProxyExecutor | None = None,
+                 cuda_graphs: bool = False, max_graphs: int = 16,
+                 static_outputs: bool = False) -> None: ...
     def close(self) -> None: ...
+    @property
+    def cuda_graphs(self) -> GraphRunner | None: ...
     @property
     def closed(self) -> bool: ...
     def __enter__(self) -> ModelContainer: ...
@@ -103,4 +108,5 @@ class Model:
 
 def load(path: str | PathLike[str], *, device: str | torch.device | None = None,
          num_models: int = 1, model_name: str = "model",
-         check_inputs: bool = True) -> ModelContainer: ...
+         check_inputs: bool = True, cuda_graphs: bool = False, max_graphs: int = 16,
+         static_outputs: bool = False) -> ModelContainer: ...

@@ -48,7 +48,7 @@ from aoti_cy._constant_calls cimport (
     update_constants, update_model_constants)
 from aoti_cy._library cimport ModelLibrary, current_cuda_stream
 
-from aoti_cy import _package
+from aoti_cy import _package, cuda_graphs as _cuda_graphs
 from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
 from aoti_cy._constants import ConstantInfo, ConstantTable, unset_constants, weights_to_load
 from aoti_cy._device import parse_device
@@ -204,7 +204,8 @@ cdef class ModelContainer(_HandleOwner):
         self._weights_hint = "with load_weights(state_dict) or update_constant_buffer()"
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None,
-                 *, check_inputs=True, proxy_executor=None):
+                 *, check_inputs=True, proxy_executor=None, cuda_graphs=False,
+                 max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS, static_outputs=False):
         if self.library is not None:
             raise RuntimeError("ModelContainer.__init__ called twice")
         if not isinstance(num_models, int) or num_models < 1:
@@ -232,6 +233,29 @@ cdef class ModelContainer(_HandleOwner):
             self._input_guards = input_guards_for(self.library, self._num_inputs)
         aoti_cy_gate_set_closed(&self._closed, 0)
         _note_active_constants(self)
+        if cuda_graphs:
+            try:
+                self._graphs = _cuda_graphs.make_runner(
+                    self, num_models=num_models, max_graphs=max_graphs,
+                    static_outputs=static_outputs, proxy_executor=proxy_executor is not None)
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self):
+        """Free the CUDA graphs (if any), then wait for the calls in flight,
+        free the handle and the package's extracted files. Idempotent; every
+        later call raises."""
+        graphs, self._graphs = self._graphs, None
+        if graphs is not None:
+            graphs.close()
+        _HandleOwner.close(self)
+
+    @property
+    def cuda_graphs(self):
+        """The :class:`aoti_cy.cuda_graphs.GraphRunner` running this model's
+        calls through CUDA graphs, or None (not asked for, or not possible)."""
+        return self._graphs
 
     def __dealloc__(self):
         # No run can be in flight: every caller holds a reference to self.
@@ -313,10 +337,10 @@ cdef class ModelContainer(_HandleOwner):
         (numpy arrays are taken as CPU tensors sharing their memory). On CUDA
         the run is issued on ``stream`` (a ``torch.cuda.Stream`` or a raw
         pointer), by default the current stream of the model's device. The
-        GIL is released while the model runs.
+        GIL is released while the model runs. With ``cuda_graphs=True`` the
+        run goes through a CUDA graph (see :mod:`aoti_cy.cuda_graphs`).
         """
-        return _run(self, self.library.fn.container_run,
-                    "AOTInductorModelContainerRun", inputs, stream)
+        return _run_default(self, inputs, stream)
 
     def run_single_threaded(self, inputs, stream=None):
         """Like :meth:`run`, without the container's locking and model pool:
@@ -401,6 +425,8 @@ cdef class ModelContainer(_HandleOwner):
         finally:
             _leave(self)
         _check_status(self, status, "AOTInductorModelContainerRunConstantFolding")
+        if not use_inactive and self._graphs is not None:
+            self._graphs.invalidate()   # they read the folded values it replaced
 
     def swap_constant_buffer(self):
         """Make the inactive buffer the active one. Waits for runs in flight,
@@ -545,18 +571,27 @@ cdef object _call(ModelContainer self, tuple args, dict kwargs, object stream):
     cdef list outputs
     if self._flat_call and not kwargs:
         # The common case, without pytree: a flat tuple in, flat out.
-        outputs = _run(self, self.library.fn.container_run,
-                       "AOTInductorModelContainerRun", args, stream)
+        outputs = _run_default(self, args, stream)
         if self._out_kind == OUT_TUPLE:
             return tuple(outputs)
         if self._out_kind == OUT_LEAF:
             return outputs[0]
     else:
         _check_open(self)
-        outputs = _run(self, self.library.fn.container_run,
-                       "AOTInductorModelContainerRun",
-                       self._call_spec_parser.flatten(args, kwargs), stream)
+        outputs = _run_default(self, self._call_spec_parser.flatten(args, kwargs), stream)
     return self._call_spec_parser.unflatten(outputs)
+
+
+cdef list _run_default(ModelContainer self, object inputs, object stream):
+    """A run of ``run`` and ``model(...)``: through a CUDA graph where graphs
+    are on and the call can be graphed, else a plain run."""
+    cdef list outputs
+    if self._graphs is not None:
+        outputs = self._graphs.run(self, inputs, stream)
+        if outputs is not None:
+            return outputs
+    return _run(self, self.library.fn.container_run,
+                "AOTInductorModelContainerRun", inputs, stream)
 
 
 cdef list _run(ModelContainer self, ContainerRunFn entry, const char* function,
@@ -724,6 +759,8 @@ cdef _note_active_constants(ModelContainer self):
     """Record which constants still have no value in the active buffer
     (a package compiled without its weights): runs refuse until they do,
     since the model would read through null pointers."""
+    if self._graphs is not None:
+        self._graphs.invalidate()   # they read the buffers this change replaced
     if not _can_extract(self):
         return
     fqn_to_name = self.constant_fqns
@@ -732,14 +769,19 @@ cdef _note_active_constants(ModelContainer self):
     self._weights_missing = bool(self._unset_constants)
 
 
-def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True):
+def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True,
+         cuda_graphs=False, max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS,
+         static_outputs=False):
     """Load an AOTInductor artifact and return a :class:`ModelContainer`.
 
     ``path`` is a `.pt2` package (from ``aoti_compile_and_package``), an
     extracted package directory, or a bare model `.so`. ``device=None`` means
     the device the model was compiled for. ``model_name`` picks one model of
     a package that holds several. ``check_inputs`` is as for
-    :class:`ModelContainer`.
+    :class:`ModelContainer`. ``cuda_graphs=True`` runs calls through CUDA
+    graphs captured per input signature (at most ``max_graphs`` per model
+    instance; ``static_outputs=True`` returns the graphs' own output
+    buffers): see :mod:`aoti_cy.cuda_graphs`.
     """
     cdef ModelContainer container
     artifact = _package.open_artifact(path, model_name)
@@ -749,7 +791,8 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
         container = ModelContainer(
             artifact.library_path, device=device, num_models=num_models,
             cubin_dir=artifact.cubin_dir, check_inputs=check_inputs,
-            proxy_executor=executor_for(artifact.library_path, device))
+            proxy_executor=executor_for(artifact.library_path, device),
+            cuda_graphs=cuda_graphs, max_graphs=max_graphs, static_outputs=static_outputs)
         container._package = artifact
         artifact.load_weights_into(container)
     except BaseException:

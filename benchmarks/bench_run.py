@@ -8,7 +8,18 @@ variant runs on the same inputs:
 - aoti_cy ``run`` and ``model(*args)`` (input checks on, the default), and
   ``run`` of a container loaded with ``check_inputs=False``;
 - torch ``aoti_load_package(p).loader.run`` and ``aoti_load_package(p)(*args)``;
-- eager PyTorch.
+- eager PyTorch;
+- with ``--cuda-graphs`` (CUDA): aoti_cy loaded with ``cuda_graphs=True``,
+  called as ``model(...)`` and ``run`` (input copied into the graph's static
+  input, output cloned), ``run`` on the graph's own static inputs (no input
+  copy), the same with ``static_outputs=True`` (no copies at all), a bare
+  ``torch.cuda.CUDAGraph.replay()`` of that capture (the floor); on CUDA
+  always ``aoti_cy.cuda_graph.capture(...).replay`` (the manual helper).
+
+Models: names of ``aoti_cy.testing.EXAMPLES``, ``launch_bound`` (24 x
+matmul+tanh on a 64 x 256 input: 48 kernels, launch-bound on a big GPU), or
+a ``transformers`` model of tests/real_models.py (``llama``, ``gpt2``,
+``resnet``, ...).
 
 Each repeat times ``--calls`` calls of every variant in turn (so drift hits all
 alike); figures are medians over ``--repeats`` repeats, in µs per call, and the
@@ -33,8 +44,12 @@ sys.path.insert(0, os.path.join(HERE, "floor"))
 MODELS = "add_one,four_three,mlp,matmul"
 FLOOR, NOGIL, RUN, CALL = "C floor", "aoti_cy nogil loop", "aoti_cy run", "aoti_cy model(*args)"
 LOADER, COMPILED, EAGER = "torch loader.run", "torch AOTICompiledModel()", "eager (no_grad)"
-GRAPH = "aoti_cy CUDA graph replay"
+GRAPH = "aoti_cy CUDA graph replay"   # the manual aoti_cy.cuda_graph helper
 UNCHECKED = "aoti_cy run, check_inputs=False"
+G_CALL, G_RUN = "graphs: model(...)", "graphs: run"
+G_NO_COPY = "graphs: run(static inputs)"
+G_STATIC = "graphs: run(static inputs), static_outputs"
+G_BARE = "bare CUDAGraph.replay()"
 
 
 def per_call_us(fn, calls, sync):
@@ -45,22 +60,62 @@ def per_call_us(fn, calls, sync):
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def measure_one(name, calls, repeats, device):
+def load_case(name, device):
+    """(package path, args, kwargs, flat tensor inputs, eager module) for a
+    model name: an aoti_cy.testing example or a transformers model."""
+    import torch
+
+    from aoti_cy.testing import EXAMPLES, Example, Heavy
+
+    examples = dict(EXAMPLES, launch_bound=Example(
+        Heavy, lambda g: [torch.randn(64, 256, generator=g)], init_args=(256, 24)))
+    if name in examples:
+        example = examples[name]
+        inputs = example.inputs(device)
+        return example.package(device), tuple(inputs), {}, inputs, example.eager(device)
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    from real_models import REAL_MODELS, UPDATABLE
+    real = REAL_MODELS[name]
+    args, kwargs = real.call(device=device)
+    flat = [a for a in args if isinstance(a, torch.Tensor)] + [
+        v for v in kwargs.values() if isinstance(v, torch.Tensor)]
+    return real.package(device, **UPDATABLE), args, kwargs, flat, real.eager(device)
+
+
+def graph_variants(path, args, kwargs, inputs):
+    """The --cuda-graphs columns: aoti_cy's automatic graphs, the floor, the
+    manual helper."""
+    import warnings
+
+    import aoti_cy
+
+    graphed = aoti_cy.load(path, cuda_graphs=True)
+    static_out = aoti_cy.load(path, cuda_graphs=True, static_outputs=True)
+    if graphed.cuda_graphs is None:
+        warnings.warn(f"{path}: no CUDA graphs, the graph columns are plain runs")
+        return {G_CALL: lambda: graphed(*args, **kwargs)}, [graphed, static_out]
+    graphed(*args, **kwargs)                                  # captures
+    (captured,) = graphed.cuda_graphs.captured()[0].values()
+    static = graphed.cuda_graphs.static_inputs(graphed, inputs)
+    static2 = static_out.cuda_graphs.static_inputs(static_out, inputs)
+    return {G_CALL: lambda: graphed(*args, **kwargs), G_RUN: lambda: graphed.run(inputs),
+            G_NO_COPY: lambda: graphed.run(static),
+            G_STATIC: lambda: static_out.run(static2),
+            G_BARE: captured.graph.replay}, [graphed, static_out]
+
+
+def measure_one(name, calls, repeats, device, cuda_graphs=False):
     """All variants for one model, in this process."""
     import torch
 
     import aoti_cy
     from aoti_cy._package import open_artifact
-    from aoti_cy.testing import EXAMPLES
 
-    example = EXAMPLES[name]
-    path = example.package(device)
-    inputs = example.inputs(device)
+    path, args, kwargs, inputs, eager = load_case(name, device)
     model = aoti_cy.load(path)
     unchecked = aoti_cy.load(path, check_inputs=False)
     compiled = torch._inductor.aoti_load_package(path)
     loader = compiled.loader
-    eager = example.eager(device)
     sync = (lambda: None) if device == "cpu" else torch.cuda.synchronize
     timed = {}   # name -> fn(calls) -> us per call
     if device == "cpu":
@@ -89,13 +144,18 @@ def measure_one(name, calls, repeats, device):
             return (time.perf_counter() - start) / n * 1e6
 
         timed[FLOOR], timed[NOGIL] = floor, nogil
-    variants = {RUN: lambda: model.run(inputs), CALL: lambda: model(*inputs),
+    variants = {RUN: lambda: model.run(inputs), CALL: lambda: model(*args, **kwargs),
                 UNCHECKED: lambda: unchecked.run(inputs),
-                LOADER: lambda: loader.run(inputs), COMPILED: lambda: compiled(*inputs),
-                EAGER: lambda: eager(*inputs)}
+                LOADER: lambda: loader.run(inputs),
+                COMPILED: lambda: compiled(*args, **kwargs),
+                EAGER: lambda: eager(*args, **kwargs)}
+    extra = []
     if device != "cpu":
         from aoti_cy.cuda_graph import capture
-        variants[GRAPH] = capture(model, inputs).replay
+        variants[GRAPH] = lambda captured=capture(model, inputs): captured.replay(*inputs)
+    if device != "cpu" and cuda_graphs:
+        graphs, extra = graph_variants(path, args, kwargs, inputs)
+        variants.update(graphs)
     for key, fn in variants.items():
         timed[key] = lambda n, fn=fn: per_call_us(fn, n, sync)
     samples = {k: [] for k in timed}
@@ -105,19 +165,20 @@ def measure_one(name, calls, repeats, device):
         for _ in range(repeats):
             for key, fn in timed.items():
                 samples[key].append(fn(calls))
-    model.close()
-    unchecked.close()
+    for container in [model, unchecked, *extra]:
+        container.close()
     return {"inputs": len(inputs), "outputs": model.num_outputs,
             "us_per_call": {k: statistics.median(v) for k, v in samples.items()}}
 
 
-def run_all(models, calls, repeats, device):
+def run_all(models, calls, repeats, device, cuda_graphs=False):
     results = {}
     for name in models:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             subprocess.run([sys.executable, __file__, "--one", name, "--calls", str(calls),
                             "--repeats", str(repeats), "--device", device,
-                            "--json", out.name], check=True)
+                            "--json", out.name] + ["--cuda-graphs"] * cuda_graphs,
+                           check=True)
             with open(out.name) as f:
                 results[name] = json.load(f)
     return results
@@ -140,6 +201,18 @@ def print_table(results, device, calls, repeats):
             over = f" (+{row[c] - floor:.2f})" if floor is not None and c != FLOOR else ""
             cells.append(f"{row[c]:.2f}{over}")
         print(f"| {name} ({r['inputs']} in, {r['outputs']} out) | " + " | ".join(cells) + " |")
+    if G_BARE in columns:
+        print("\nCUDA graphs (targets: graphs <= 0.5x run where launch-bound, never "
+              "slower than run; within 2 µs of a bare replay, copies counted apart):")
+        for name, r in results.items():
+            row = r["us_per_call"]
+            if G_BARE not in row:
+                continue
+            print(f"  {name}: model(...) {row[G_CALL]:.2f} = {row[G_CALL] / row[RUN]:.2f}x run; "
+                  f"without copies {row[G_STATIC]:.2f}, +{row[G_STATIC] - row[G_BARE]:.2f} "
+                  f"over the bare replay {row[G_BARE]:.2f}; input copies "
+                  f"{row[G_RUN] - row[G_NO_COPY]:.2f}, output clones "
+                  f"{row[G_NO_COPY] - row[G_STATIC]:.2f}")
     if FLOOR in columns:
         print("\nTargets (overhead over the C floor):")
         for name, r in results.items():
@@ -163,20 +236,25 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="add the CUDA graph columns (CUDA only)")
     parser.add_argument("--one", help=argparse.SUPPRESS)   # the per-model process
     args = parser.parse_args()
     if args.one:
-        result = measure_one(args.one, args.calls, args.repeats, args.device)
+        result = measure_one(args.one, args.calls, args.repeats, args.device,
+                             args.cuda_graphs)
         with open(args.json, "w") as f:
             json.dump(result, f)
         return
-    results = run_all(args.models.split(","), args.calls, args.repeats, args.device)
+    results = run_all(args.models.split(","), args.calls, args.repeats, args.device,
+                      args.cuda_graphs)
     print_table(results, args.device, args.calls, args.repeats)
     if args.json:
         import torch
         with open(args.json, "w") as f:
             json.dump({"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
                        "device": args.device, "calls": args.calls, "repeats": args.repeats,
+                       "cuda_graphs": args.cuda_graphs,
                        "results": results}, f, indent=2)
 
 

@@ -1,0 +1,335 @@
+"""Automatic CUDA graphs for a CUDA model container.
+
+    model = aoti_cy.load("model.pt2", cuda_graphs=True)
+    y = model(x)          # first call with x's signature: warm up, capture, replay
+    y = model(x2)         # same signature: copy x2 into the static input, replay
+
+A graph is captured per input *signature* (dtype, sizes, strides, device of
+every input); a later call with that signature copies its inputs into the
+graph's static inputs (no copy for an input that *is* the static one: see
+:meth:`GraphRunner.static_inputs`) and replays, one graph launch instead of
+one launch per kernel. A capture runs the model through
+``run_single_threaded`` after warm-up runs on a side stream, which check the
+inputs as any run does; a replay's signature equals the captured one, so it
+passes the same checks.
+
+Rules:
+
+- Outputs: by default each call returns copies the caller owns;
+  ``static_outputs=True`` returns the graph's own output tensors, which the
+  next call of the same graph set overwrites.
+- Graph sets: one per model instance of the container (``num_models``); a
+  call takes a free set, as a plain run takes a free model instance, so up to
+  ``num_models`` threads replay at once. Each set keeps at most
+  ``max_graphs`` graphs (least recently used evicted) and all its graphs
+  share one memory pool. Sets used on several streams order themselves: a
+  call on another stream than the set's last one waits for that stream.
+- Weights: every change of the active constants (``load_weights``,
+  ``swap_constant_buffer``, ``update_constant_buffer``, constant folding)
+  swaps or rewrites the buffers the graphs read, so it invalidates every
+  graph; the next call of each signature captures again.
+- Fallback: a CPU model, a model that calls fallback ops through the proxy
+  executor, one without ``run_single_threaded``, or a capture that fails
+  (a CPU sync, a data-dependent shape) runs plainly from then on, after one
+  warning that says why.
+
+``capture(container, inputs)`` captures one run by hand (the older API,
+kept for callers of ``aoti_cy.cuda_graph``).
+"""
+
+import collections
+import queue
+import threading
+import warnings
+
+import torch
+
+__all__ = ["CaptureError", "CapturedRun", "GraphRunner", "GraphsUnavailable", "capture",
+           "make_runner"]
+
+DEFAULT_MAX_GRAPHS = 16
+_WARMUP_RUNS = 2
+
+
+class GraphsUnavailable(RuntimeWarning):
+    """Issued once when a model falls back from CUDA graphs to plain runs."""
+
+
+class CaptureError(RuntimeError):
+    """A run could not be captured (a CPU sync, a data-dependent shape...)."""
+
+
+def _signature(tensor):
+    # Everything the model's input checks read: same signature, same verdict.
+    return tensor.dtype, tensor.shape, tensor.stride(), tensor.device
+
+
+class CapturedRun:
+    """One run of a CUDA container recorded in a ``torch.cuda.CUDAGraph``:
+    ``inputs`` are the static inputs it reads, ``outputs`` the tensors it
+    writes (overwritten by every replay)."""
+
+    def __init__(self, container, inputs, warmup=_WARMUP_RUNS, *, pool=None, stream=None):
+        device = container.device
+        if device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA model; this one runs on {device}")
+        stream = stream if stream is not None else torch.cuda.Stream(device)
+        # Static buffers the graph reads: the caller's values, same layout.
+        self.inputs = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
+                                           device=t.device).copy_(t) for t in inputs]
+        current = torch.cuda.current_stream(device)
+        stream.wait_stream(current)
+        # Warm-up runs do first-run work (constant folding, kernel loads)
+        # that must not be captured; they check the inputs like any run, and
+        # their errors are the caller's.
+        for _ in range(warmup):
+            container.run_single_threaded(self.inputs, stream=stream)
+        current.wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        try:
+            # thread_local: other threads may replay or allocate meanwhile.
+            with torch.cuda.device(device), torch.cuda.graph(
+                    self.graph, pool=pool, stream=stream,
+                    capture_error_mode="thread_local"):
+                self.outputs = container.run_single_threaded(self.inputs, stream=stream)
+        except Exception as error:  # noqa: BLE001 - whatever broke the capture
+            _end_broken_capture(device, stream)
+            raise CaptureError(f"capturing a run of the model failed: {error}") from error
+
+    def replay(self, *inputs):
+        """Copy ``inputs`` (if given) into the static inputs, replay on the
+        current stream, and return the static outputs."""
+        if inputs:
+            if len(inputs) != len(self.inputs):
+                raise ValueError(f"the captured run takes {len(self.inputs)} inputs, "
+                                 f"got {len(inputs)}")
+            for static, new in zip(self.inputs, inputs):
+                if new.shape != static.shape or new.dtype != static.dtype:
+                    raise ValueError(
+                        f"a captured run needs inputs of shape {tuple(static.shape)} "
+                        f"and dtype {static.dtype}, got {tuple(new.shape)} {new.dtype}")
+                static.copy_(new, non_blocking=True)
+        self.graph.replay()
+        return self.outputs
+
+
+def _end_broken_capture(device, stream):
+    """A capture that failed leaves torch's CUDA generators in capture mode
+    (their epilogue never ran), so the next random op outside a capture
+    fails; one tiny capture that succeeds puts them back."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.cuda.device(device), torch.cuda.graph(
+                torch.cuda.CUDAGraph(), stream=stream, capture_error_mode="thread_local"):
+            torch.zeros(1, device=device).add_(1)
+
+
+def capture(container, inputs, *, warmup=3):
+    """Capture one run of ``container`` on ``inputs`` into a CUDA graph."""
+    return CapturedRun(container, inputs, warmup)
+
+
+class _GraphSet:
+    """Graphs one model instance's worth of calls replays: never two at once."""
+
+    def __init__(self):
+        self.graphs = collections.OrderedDict()   # signature -> CapturedRun
+        self.pool = torch.cuda.graph_pool_handle()
+        self.generation = 0
+        self.last_raw_stream = None
+        self.last_stream = None
+
+
+class GraphRunner:
+    """Runs a CUDA container's calls through CUDA graphs (see the module
+    docstring). Made by :func:`make_runner`; the container calls
+    :meth:`run` for ``run``, ``model(...)`` and ``call_on_stream``."""
+
+    def __init__(self, container, num_sets, max_graphs, static_outputs):
+        if not isinstance(max_graphs, int) or max_graphs < 1:
+            raise ValueError(f"max_graphs must be a positive int, got {max_graphs!r}")
+        self.device = container.device
+        self.max_graphs = max_graphs
+        self.static_outputs = bool(static_outputs)
+        self.enabled = True
+        self.reason = None                      # why graphs were turned off
+        self._num_inputs = container.num_inputs
+        self._index = self.device.index
+        self._raw_stream = torch._C._cuda_getCurrentRawStream
+        self._get_device = torch._C._cuda_getDevice
+        self._generation = 0                    # bumped when the constants change
+        self._capture_lock = threading.Lock()   # run_single_threaded: one at a time
+        self._capture_stream = None
+        self._sets = [_GraphSet() for _ in range(num_sets)]
+        self._free = queue.SimpleQueue()
+        for graph_set in self._sets:
+            self._free.put(graph_set)
+
+    # ---- what the container calls ------------------------------------------
+
+    def run(self, container, inputs, stream=None):
+        """The outputs of a graphed call, or None where the container must
+        run it plainly (graphs off, or inputs no graph can take: the plain
+        run then raises the right error)."""
+        if not self.enabled:
+            return None
+        if type(inputs) is not list and type(inputs) is not tuple:
+            return None
+        if len(inputs) != self._num_inputs:
+            return None
+        try:
+            key = tuple(map(_signature, inputs))
+        except AttributeError:
+            return None                         # not a tensor
+        if stream is not None:
+            return self._run_on(container, inputs, key, stream)
+        if self._get_device() != self._index:
+            with torch.cuda.device(self._index):
+                return self._run_here(container, inputs, key)
+        return self._run_here(container, inputs, key)
+
+    def invalidate(self):
+        """The active constants changed: every graph must be captured again."""
+        self._generation += 1
+
+    def close(self):
+        """Drop every graph (the container is closing). Waits for the device
+        first, so no replay in flight reads memory returned to the pool."""
+        self.enabled = False
+        self.reason = "the container is closed"
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize(self.device)
+        for graph_set in self._sets:
+            graph_set.graphs.clear()
+
+    # ---- public helpers ---------------------------------------------------
+
+    def static_inputs(self, container, inputs):
+        """The static input tensors of the graph for ``inputs``' signature
+        (captured now if need be). Write a call's values into them and pass
+        them themselves (``model(*static)``): the call then copies nothing.
+        With ``num_models=1`` only: with several graph sets, each has its
+        own."""
+        if len(self._sets) != 1:
+            raise RuntimeError("static_inputs needs num_models=1 (one graph set)")
+        key = tuple(map(_signature, inputs))
+        graph_set = self._free.get()
+        try:
+            self._check_generation(graph_set)
+            captured = graph_set.graphs.get(key)
+            if captured is None:
+                captured = self._capture(container, graph_set, key, inputs)
+                if captured is None:
+                    raise RuntimeError(f"CUDA graphs are off for this model: {self.reason}")
+            return list(captured.inputs)
+        finally:
+            self._free.put(graph_set)
+
+    def captured(self):
+        """Each graph set's captured runs (signature -> CapturedRun), most
+        recently used last: for tests and benchmarks."""
+        return [dict(graph_set.graphs) for graph_set in self._sets]
+
+    # ---- internals ----------------------------------------------------------
+
+    def _run_on(self, container, inputs, key, stream):
+        if isinstance(stream, int):
+            stream = torch.cuda.ExternalStream(stream, device=self.device)
+        elif not isinstance(stream, torch.cuda.Stream):
+            return None                         # the plain run names the problem
+        with torch.cuda.device(self._index), torch.cuda.stream(stream):
+            return self._run_here(container, inputs, key)
+
+    def _run_here(self, container, inputs, key):
+        graph_set = self._free.get()
+        try:
+            if graph_set.generation != self._generation:
+                self._check_generation(graph_set)
+            raw = self._raw_stream(self._index)
+            if raw != graph_set.last_raw_stream:
+                self._follow_stream(graph_set, raw)
+            graphs = graph_set.graphs
+            captured = graphs.get(key)
+            if captured is None:
+                if any(0 in t.stride() for t in inputs):
+                    return None     # broadcast views: no static copy keeps them
+                captured = self._capture(container, graph_set, key, inputs)
+                if captured is None:
+                    return None
+            else:
+                graphs.move_to_end(key)
+                for static, given in zip(captured.inputs, inputs):
+                    if static is not given:
+                        static.copy_(given)
+            captured.graph.replay()
+            outputs = captured.outputs
+            if self.static_outputs:
+                return list(outputs)
+            return [t.clone() if t is not None else None for t in outputs]
+        finally:
+            self._free.put(graph_set)
+
+    def _check_generation(self, graph_set):
+        if graph_set.generation != self._generation:
+            graph_set.graphs.clear()
+            graph_set.generation = self._generation
+
+    def _follow_stream(self, graph_set, raw):
+        # The set's buffers were last used on another stream: wait for it, so
+        # this call does not overwrite inputs or memory a replay still reads.
+        current = torch.cuda.current_stream(self.device)
+        if graph_set.last_stream is not None:
+            current.wait_stream(graph_set.last_stream)
+        graph_set.last_stream = current
+        graph_set.last_raw_stream = raw
+
+    def _capture(self, container, graph_set, key, inputs):
+        """Capture a graph for ``key`` into ``graph_set``; None (and graphs
+        off, with a warning) where the model cannot be captured. Errors of
+        the warm-up runs (bad inputs, a failing model) are raised as is."""
+        with self._capture_lock:
+            if not self.enabled:
+                return None
+            if self._capture_stream is None:
+                self._capture_stream = torch.cuda.Stream(self.device)
+            try:
+                captured = CapturedRun(container, inputs, pool=graph_set.pool,
+                                       stream=self._capture_stream)
+            except CaptureError as error:
+                self.disable(str(error))
+                return None
+        graphs = graph_set.graphs
+        graphs[key] = captured
+        while len(graphs) > self.max_graphs:
+            graphs.popitem(last=False)
+        return captured
+
+    def disable(self, reason):
+        """Turn graphs off for good (later calls run plainly), warning once."""
+        if self.enabled:
+            self.enabled = False
+            self.reason = reason
+            warnings.warn(f"aoti_cy: CUDA graphs are off for this model, it runs "
+                          f"without them: {reason}", GraphsUnavailable, stacklevel=5)
+
+
+def make_runner(container, *, num_models=1, max_graphs=DEFAULT_MAX_GRAPHS,
+                static_outputs=False, proxy_executor=False):
+    """The GraphRunner for ``container``, or None (after one warning saying
+    why) for a model that cannot run through CUDA graphs."""
+    if not isinstance(max_graphs, int) or max_graphs < 1:
+        raise ValueError(f"max_graphs must be a positive int, got {max_graphs!r}")
+    reason = None
+    if container.device.type != "cuda":
+        reason = f"it runs on {container.device}; CUDA graphs need a CUDA model"
+    elif proxy_executor:
+        reason = ("it calls fallback ops through the proxy executor (custom ops), "
+                  "whose host-side work a graph replay would skip")
+    elif not container.library.exported().get("AOTInductorModelContainerRunSingleThreaded"):
+        reason = ("its library does not export AOTInductorModelContainerRunSingleThreaded, "
+                  "which capturing needs")
+    if reason is not None:
+        warnings.warn(f"aoti_cy: CUDA graphs are off for this model, it runs without "
+                      f"them: {reason}", GraphsUnavailable, stacklevel=3)
+        return None
+    return GraphRunner(container, num_models, max_graphs, static_outputs)

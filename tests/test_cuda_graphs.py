@@ -1,0 +1,368 @@
+"""Automatic CUDA graphs (``load(..., cuda_graphs=True)``): parity with eager,
+with plain runs and with torch's loader; dynamic shapes and LRU eviction;
+weights swapped between calls; threads; streams; fallbacks. GPU tests are
+skipped without a GPU; the CPU fallback runs anywhere."""
+
+import threading
+import warnings
+
+import pytest
+import torch
+from torch.export import Dim
+
+import aoti_cy
+from aoti_cy.cuda_graphs import GraphsUnavailable
+from aoti_cy.testing import EXAMPLES, MLP, compile_package, make_model
+from conftest import assert_outputs_match, run_in_threads
+
+requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def as_tuple(out):
+    return out if isinstance(out, (tuple, list)) else (out,)
+
+
+def eager_outputs(name, inputs):
+    with torch.no_grad():
+        return as_tuple(EXAMPLES[name].eager(inputs[0].device.type)(*inputs))
+
+
+def graphs_of(model):
+    """Signature -> captured run, over every graph set of the model."""
+    found = {}
+    for graph_set in model.cuda_graphs.captured():
+        found.update(graph_set)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def exact_cuda_math():
+    """Eager and compiled CUDA runs compared in full float32, not TF32."""
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+# ---- fallbacks that run anywhere ----------------------------------------------
+
+def test_a_cpu_model_falls_back_once_with_a_warning(package):
+    path = package("multi_io")
+    inputs = EXAMPLES["multi_io"].inputs()
+    with pytest.warns(GraphsUnavailable, match=r"runs on cpu; CUDA graphs need a CUDA model"):
+        model = aoti_cy.load(path, cuda_graphs=True)
+    with model, aoti_cy.load(path) as plain:
+        assert model.cuda_graphs is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")          # no second warning
+            for seed in (1, 2, 3):
+                x = EXAMPLES["multi_io"].inputs(seed=seed)
+                got = model.run(x)
+                assert_outputs_match(got, eager_outputs("multi_io", x))
+                assert_outputs_match(got, plain.run(x))
+                assert_outputs_match(as_tuple(model(*x)), got)
+    theirs = torch._inductor.aoti_load_package(path)
+    with pytest.warns(GraphsUnavailable):
+        model = aoti_cy.load(path, cuda_graphs=True)
+    with model:
+        assert_outputs_match(model.run(inputs), theirs.loader.run(inputs))
+
+
+def test_bad_max_graphs_is_refused_and_nothing_is_left_open(package):
+    with pytest.raises(ValueError, match="max_graphs must be a positive int, got 0"):
+        aoti_cy.load(package("add_one"), cuda_graphs=True, max_graphs=0)
+
+
+def test_graphs_are_off_unless_asked_for(package):
+    with aoti_cy.load(package("add_one")) as model:
+        assert model.cuda_graphs is None
+
+
+# ---- CUDA ---------------------------------------------------------------------
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("name", ["add_one", "multi_io", "mlp", "same_twice", "four_three"])
+@pytest.mark.parametrize("entry", ["run", "call"])
+def test_graphed_calls_match_eager_plain_runs_and_torch(name, entry):
+    example = EXAMPLES[name]
+    path = example.package("cuda")
+    theirs = torch._inductor.aoti_load_package(path)
+    with aoti_cy.load(path, cuda_graphs=True) as model, aoti_cy.load(path) as plain:
+        assert model.cuda_graphs is not None
+        kept = []
+        for seed in (1, 2, 3, 4):
+            x = example.inputs("cuda", seed=seed)
+            got = model.run(x) if entry == "run" else as_tuple(model(*x))
+            want = eager_outputs(name, x)
+            assert_outputs_match(got, want)
+            assert_outputs_match(got, plain.run(x))
+            assert_outputs_match(got, theirs.loader.run(x))
+            kept.append((got, want))
+        (captured,) = graphs_of(model).values()       # one signature, one graph
+        static_ptrs = {t.data_ptr() for t in captured.outputs}
+        for got, want in kept:                        # outputs the caller owns
+            assert not static_ptrs & {t.data_ptr() for t in got}
+            assert_outputs_match(got, want)           # not overwritten by later calls
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_static_outputs_are_the_graphs_own_buffers():
+    example = EXAMPLES["mlp"]
+    with aoti_cy.load(example.package("cuda"), cuda_graphs=True, static_outputs=True) as model:
+        x1, x2 = example.inputs("cuda", seed=1), example.inputs("cuda", seed=2)
+        (first,) = model.run(x1)
+        want1 = first.clone()
+        (captured,) = graphs_of(model).values()
+        assert first.data_ptr() == captured.outputs[0].data_ptr()
+        (second,) = model.run(x2)
+        assert second.data_ptr() == first.data_ptr()   # overwritten by the next call
+        assert_outputs_match([second], eager_outputs("mlp", x2))
+        assert_outputs_match([want1], eager_outputs("mlp", x1))
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_passing_the_static_inputs_skips_the_copy():
+    example = EXAMPLES["multi_io"]
+    with aoti_cy.load(example.package("cuda"), cuda_graphs=True) as model:
+        static = model.cuda_graphs.static_inputs(model, example.inputs("cuda"))
+        (captured,) = graphs_of(model).values()
+        assert [t.data_ptr() for t in static] == [t.data_ptr() for t in captured.inputs]
+        for seed in (2, 3):
+            fresh = example.inputs("cuda", seed=seed)
+            for s, f in zip(static, fresh):
+                s.copy_(f)
+            got = as_tuple(model(*static))
+            assert_outputs_match(got, eager_outputs("multi_io", fresh))
+        assert len(graphs_of(model)) == 1
+
+
+class Scale(torch.nn.Module):
+    """A dynamic batch through two linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(32, 16)
+
+    def forward(self, x):
+        return torch.relu(self.linear(x)) * 2
+
+
+def dynamic_package():
+    return compile_package(Scale, [torch.randn(4, 32, device="cuda")], device="cuda",
+                           dynamic_shapes=({0: Dim("batch", min=1, max=64)},))
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_dynamic_shapes_get_a_graph_each_and_the_oldest_is_evicted():
+    path = dynamic_package()
+    eager = make_model(Scale, device="cuda")
+    theirs = torch._inductor.aoti_load_package(path)
+    g = torch.Generator().manual_seed(3)
+    batches = [3, 17, 40]
+    xs = {b: torch.randn(b, 32, generator=g).cuda() for b in batches}
+    with aoti_cy.load(path, cuda_graphs=True, max_graphs=2) as model, \
+            aoti_cy.load(path) as plain:
+        def check(b):
+            (got,) = model.run([xs[b]])
+            with torch.no_grad():
+                torch.testing.assert_close(got, eager(xs[b]))
+            torch.testing.assert_close(got, plain.run([xs[b]])[0])
+            torch.testing.assert_close(got, theirs.loader.run([xs[b]])[0])
+        for b in batches:
+            check(b)
+        sizes = [key[0][1][0] for key in graphs_of(model)]
+        assert sizes == [17, 40]                      # 3 was least recently used
+        check(17)                                      # a hit moves it to the end
+        check(3)                                       # captured again, evicts 40
+        assert [key[0][1][0] for key in graphs_of(model)] == [17, 3]
+        with pytest.raises(ValueError, match="input 0"):
+            model.run([torch.randn(65, 32, device="cuda")])   # above the compiled max
+        check(40)
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_new_weights_are_seen_by_the_graphs():
+    example = EXAMPLES["mlp"]
+    x = example.inputs("cuda")
+    with aoti_cy.load(example.package("cuda"), cuda_graphs=True) as model:
+        original = model.extract_constants_map()
+        before = model.run(x)
+        assert_outputs_match(before, eager_outputs("mlp", x))
+        g = torch.Generator().manual_seed(5)
+        weights = {k: torch.randn(v.shape, generator=g).cuda() for k, v in original.items()}
+        eager = make_model(MLP, device="cuda")
+        eager.load_state_dict(weights, strict=False)
+        first_graph = next(iter(graphs_of(model).values()))
+        model.load_weights(weights)                    # swaps active and inactive
+        with torch.no_grad():
+            want = eager(*x)
+        torch.testing.assert_close(model.run(x)[0], want)
+        assert next(iter(graphs_of(model).values())) is not first_graph   # captured anew
+        torch.testing.assert_close(model(*x), want)
+        model.swap_constant_buffer()                   # back to the original weights
+        assert_outputs_match(model.run(x), before)
+        model.update_constant_buffer(weights)          # in place, active buffer
+        torch.testing.assert_close(model.run(x)[0], want)
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_two_threads_with_two_model_instances():
+    example = EXAMPLES["mlp"]
+    with aoti_cy.load(example.package("cuda"), num_models=2, cuda_graphs=True) as model:
+        inputs = [example.inputs("cuda", seed=s) for s in range(2)]
+        expected = [eager_outputs("mlp", i) for i in inputs]
+        start = threading.Barrier(2)
+
+        def work(k):
+            start.wait()
+            stream = torch.cuda.Stream()              # each thread on its own stream
+            with torch.cuda.stream(stream):
+                for _ in range(200):
+                    got = model.run(inputs[k])
+                    stream.synchronize()
+                    assert_outputs_match(got, expected[k])
+        assert not run_in_threads(work, 2, timeout=120)
+        assert len(model.cuda_graphs.captured()) == 2
+        assert 1 <= len(graphs_of(model)) <= 2
+
+
+def delayed_input(stream, x):
+    """On ``stream``: a long spin, then x * 3 into a fresh tensor. A call that
+    is not ordered after this work on ``stream`` reads zeros."""
+    with torch.cuda.stream(stream):
+        y = torch.zeros_like(x)
+        torch.cuda._sleep(200_000_000)
+        y.copy_(x * 3)
+    return y
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("how", ["current", "stream", "int", "call_on_stream"])
+def test_graphed_calls_are_ordered_on_the_callers_stream(how):
+    (x,) = EXAMPLES["add_one"].inputs("cuda")
+    stream = torch.cuda.Stream()
+    with aoti_cy.load(EXAMPLES["add_one"].package("cuda"), cuda_graphs=True) as model:
+        model.run([x])                                 # captured on the default stream
+        for _ in range(2):
+            y = delayed_input(stream, x)
+            if how == "current":
+                with torch.cuda.stream(stream):
+                    (out,) = model.run([y])
+            elif how == "call_on_stream":
+                out = model.call_on_stream(stream, y)
+            else:
+                (out,) = model.run([y], stream=stream if how == "stream" else stream.cuda_stream)
+            stream.synchronize()
+            torch.testing.assert_close(out, x * 3 + 1)
+        # Back on the default stream: ordered after the side stream's replay.
+        (out,) = model.run([x + 1])
+        torch.testing.assert_close(out, x + 2)
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_bad_inputs_are_still_refused():
+    example = EXAMPLES["multi_io"]
+    with aoti_cy.load(example.package("cuda"), cuda_graphs=True) as model:
+        good = example.inputs("cuda")
+        model.run(good)
+        with pytest.raises(ValueError, match="dim value at 0, expected: 4, but got: 2"):
+            model.run([good[0], good[1][:2], good[2]])
+        with pytest.raises(ValueError, match="dtype"):
+            model.run([good[0], good[1].double(), good[2]])
+        with pytest.raises(ValueError, match=r"is on cpu"):
+            model.run([good[0], good[1].cpu(), good[2]])
+        with pytest.raises(ValueError, match="takes 3 inputs"):
+            model.run(good[:2])
+        with pytest.raises(TypeError):
+            model.run([good[0], 1.0, good[2]])
+        assert_outputs_match(model.run(good), eager_outputs("multi_io", good))
+        assert len(graphs_of(model)) == 1
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_close_frees_the_graphs_first():
+    example = EXAMPLES["mlp"]
+    model = aoti_cy.load(example.package("cuda"), cuda_graphs=True)
+    runner = model.cuda_graphs
+    model.run(example.inputs("cuda"))
+    assert len(graphs_of(model)) == 1
+    model.close()
+    assert model.cuda_graphs is None and runner.captured() == [{}]
+    with pytest.raises(RuntimeError, match="closed"):
+        model.run(example.inputs("cuda"))
+
+
+class DataDependent(torch.nn.Module):
+    """Its output's size depends on the values: the model syncs with the CPU."""
+
+    def forward(self, x):
+        return x[x > 0] * 2
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_a_model_that_cannot_be_captured_falls_back_once():
+    x = torch.randn(64, device="cuda")
+    path = compile_package(DataDependent, [x], device="cuda")
+    with aoti_cy.load(path, cuda_graphs=True) as model:
+        with pytest.warns(GraphsUnavailable, match="capturing a run of the model failed"):
+            (first,) = model.run([x])
+        torch.testing.assert_close(first, x[x > 0] * 2)
+        assert not model.cuda_graphs.enabled
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y = torch.randn(64, device="cuda")
+            torch.testing.assert_close(model.run([y])[0], y[y > 0] * 2)
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_a_model_with_custom_ops_falls_back():
+    real_models = pytest.importorskip("real_models")
+    real = real_models.REAL_MODELS["gpt2_custom_op"]
+    path = real.package("cuda", **real_models.UPDATABLE)
+    with pytest.warns(GraphsUnavailable, match="proxy executor"):
+        model = aoti_cy.load(path, cuda_graphs=True)
+    with model:
+        assert model.cuda_graphs is None
+        args, kwargs = real.call(device="cuda")
+        with torch.no_grad():
+            want = real.eager("cuda")(*args, **kwargs)
+        torch.testing.assert_close(model(*args, **kwargs), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_transformers_models_through_graphs(name):
+    real_models = pytest.importorskip("real_models")
+    real = real_models.REAL_MODELS[name]
+    path = real.package("cuda", **real_models.UPDATABLE)
+    eager = real.eager("cuda")
+    theirs = torch._inductor.aoti_load_package(path)
+    shapes = set()
+    with aoti_cy.load(path, cuda_graphs=True) as model, aoti_cy.load(path) as plain:
+        for shape in real.calls * 2:                   # captures, then replays
+            args, kwargs = real.call(device="cuda", **shape)
+            flat = [a for a in args if isinstance(a, torch.Tensor)] + [
+                v for v in kwargs.values() if isinstance(v, torch.Tensor)]
+            shapes.add(tuple(tuple(t.shape) for t in flat))
+            with torch.no_grad():
+                want = real.output(eager(*args, **kwargs))
+            got = real.output(model(*args, **kwargs))
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+            for a, b in zip(model.run(flat), plain.run(flat)):
+                torch.testing.assert_close(a, b)
+            for a, b in zip(model.run(flat), theirs.loader.run(flat)):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert len(graphs_of(model)) == len(shapes)    # one graph per signature
