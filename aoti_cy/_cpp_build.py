@@ -33,7 +33,7 @@ from aoti_cy.errors import PackageError
 __all__ = ["build_cache_dir", "build_library", "ships_sources_only"]
 
 SYSTEM_CXX = "/usr/bin/g++"
-_KEY_VERSION = "aoti_cy-cpp-build-1"
+_KEY_VERSION = "aoti_cy-cpp-build-2"
 _PAGE = 16384   # torch pads the .so to this before appending mmapped weights
 _SCRIPT = re.compile(r"--script=[^,\s]*script\.ld")
 _OUTPUT_LIMIT = 6000
@@ -65,6 +65,9 @@ def build_library(model_dir, files):
     link_flags = _read_flags(model_dir, stem + "_linker_flags.json")
     cxx = os.environ.get("AOTI_CY_CXX") or (
         SYSTEM_CXX if os.path.exists(SYSTEM_CXX) else compile_flags.get("compiler") or "g++")
+    # Keyed by the flags as recorded: localising them looks at which folders
+    # exist, which a build itself can change.
+    key = _cache_key(model_dir, files, cxx, compile_flags, link_flags)
     compile_flags = _localised(compile_flags, cxx)
     link_flags = _localised(link_flags, cxx)
     if "clang" not in os.path.basename(cxx):
@@ -73,7 +76,6 @@ def build_library(model_dir, files):
         # call them by their declared signature, so keep it. The arithmetic
         # of the kernels is unchanged.
         compile_flags["cflags"] = [*compile_flags.get("cflags", ()), "fno-ipa-sra"]
-    key = _cache_key(model_dir, files, cxx, compile_flags, link_flags)
     root = build_cache_dir()
     entry = os.path.join(root, key)
     library = os.path.join(entry, stem + ".so")
