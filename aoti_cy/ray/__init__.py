@@ -84,7 +84,7 @@ class ServedModel:
 def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=None,
                check_inputs=True, cuda_graphs=None, model_name="model",
                max_batch_size=None, max_batch_rows=None, batch_wait_timeout_s=0.01,
-               example_inputs=None, runtime="aoti_cy", ray_actor_options=None,
+               example_inputs=None, imports=(), runtime="aoti_cy", ray_actor_options=None,
                **deployment_options):
     """A Ray Serve deployment of an AOTInductor package.
 
@@ -107,6 +107,9 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
     - ``example_inputs``: ``(args, kwargs)`` (or a list of tensors) the model
       takes: Serve's health check runs it, and the JSON route reads the input
       dtypes from it. Default: ``<package>.inputs.pt`` beside a path, if there.
+    - ``imports``: modules each replica imports before loading: those that
+      register the model's custom ops, or its output types with pytree
+      (``"transformers.modeling_outputs"`` for its ``ModelOutput``s).
     - ``runtime="torch"`` runs the package with ``torch._inductor.aoti_load_package``
       instead (for comparisons; no weight rollout, no JSON route).
 
@@ -137,7 +140,7 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
                 "cuda_graphs": cuda_graphs, "model_name": model_name,
                 "max_batch_size": max_batch_size, "max_batch_rows": max_batch_rows,
                 "batch_wait_timeout_s": batch_wait_timeout_s, "example": example_inputs,
-                "runtime": runtime}
+                "runtime": runtime, "imports": tuple(imports)}
     coordinator_name = f"{name}-{uuid.uuid4().hex[:12]}"
     # Detached: replicas outlive the driver, and so must the package they load.
     coordinator = ray.remote(Coordinator).options(

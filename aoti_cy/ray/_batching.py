@@ -4,7 +4,7 @@ the outputs split back.
 Requests are grouped by what has to match for concatenation to make sense:
 the call structure, each tensor's dtype and sizes past dim 0, and the values
 of non-tensor arguments. A request that fits no other (or cannot be batched
-at all: a 0-d tensor, tensors whose dim 0 sizes differ) runs alone, so a bad
+at all: a 0-d tensor, tensors whose dim 0 sizes differ or are 0) runs alone, so a bad
 request meets the model's own input checks alone and never poisons a batch.
 No Ray here: the replica calls these on plain tensors.
 """
@@ -32,7 +32,9 @@ class Request:
         self.args, self.kwargs = pytree.tree_unflatten(self.leaves, self.spec)
         tensors = [leaf for leaf in self.leaves if isinstance(leaf, torch.Tensor)]
         rows = {t.shape[0] for t in tensors if t.dim() > 0}
-        batchable = tensors and all(t.dim() > 0 for t in tensors) and len(rows) == 1
+        # Empty requests too run alone: the model's checks refuse a size of 0.
+        batchable = (tensors and all(t.dim() > 0 for t in tensors) and len(rows) == 1
+                     and 0 not in rows)
         self.rows = rows.pop() if batchable else None
         self.key = (str(self.spec), tuple(_leaf_key(leaf) for leaf in self.leaves)) \
             if batchable else None

@@ -10,6 +10,7 @@ stats, and the two phases of a weight rollout.
 """
 
 import asyncio
+import importlib
 import logging
 import os
 import shutil
@@ -47,6 +48,8 @@ class _Outcome:
 
 def _load_package(data, settings):
     """The model from package bytes, through aoti_cy (or torch's loader)."""
+    for module in settings["imports"]:   # custom ops, pytree output types
+        importlib.import_module(module)
     folder = tempfile.mkdtemp(prefix="aoti_cy-ray-")
     try:
         path = os.path.join(folder, "model.pt2")
