@@ -22,19 +22,20 @@ class Scorer(torch.nn.Module):
         return {"scores": self.head(hidden), "norm": hidden.norm(dim=-1)}
 
 
-def scorer_call(rows=2, seed=1, dtype=torch.float32):
+def scorer_call(rows=2, seed=1, dtype=torch.float32, width=WIDTH):
     g = torch.Generator().manual_seed(seed)
-    return ((torch.randn(rows, WIDTH, generator=g).to(dtype),),
-            {"bias": torch.randn(rows, WIDTH, generator=g).to(dtype)})
+    return ((torch.randn(rows, width, generator=g).to(dtype),),
+            {"bias": torch.randn(rows, width, generator=g).to(dtype)})
 
 
-def scorer_package():
-    args, kwargs = scorer_call()
+def scorer_package(width=WIDTH):
+    """A .pt2 of ``Scorer(width)`` with a dynamic batch of 1 to 64 rows."""
+    args, kwargs = scorer_call(width=width)
     batch = Dim("batch", min=1, max=64)
-    return compile_package(Scorer, args, kwargs=kwargs,
+    return compile_package(Scorer, args, kwargs=kwargs, init_args=(width,),
                            dynamic_shapes={"x": {0: batch}, "bias": {0: batch}},
                            inductor_configs={"always_keep_tensor_constants": True})
 
 
-def scorer_eager():
-    return make_model(Scorer)
+def scorer_eager(width=WIDTH):
+    return make_model(Scorer, (width,))

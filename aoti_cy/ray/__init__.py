@@ -15,8 +15,11 @@ never imports Ray. The package travels to the replicas through Ray's object
 store (no shared filesystem); weights rolled out travel the same way.
 """
 
+import io
+import json
 import os
 import uuid
+import zipfile
 
 import ray
 from ray import serve
@@ -81,6 +84,18 @@ class ServedModel:
         ray.kill(self._coordinator)
 
 
+def _package_device(package, model_name):
+    """The device ``model_name`` of a .pt2 (its bytes) was compiled for,
+    from its metadata, without extracting anything else."""
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        for member in archive.namelist():
+            parts = member.split("/")
+            if (parts[-3:-1] == ["aotinductor", model_name]
+                    and parts[-1].endswith(".wrapper_metadata.json")):
+                return json.loads(archive.read(member)).get("AOTI_DEVICE_KEY") or "cpu"
+    return "cpu"
+
+
 def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=None,
                check_inputs=True, cuda_graphs=None, model_name="model",
                max_batch_size=None, max_batch_rows=None, batch_wait_timeout_s=0.01,
@@ -95,7 +110,8 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
       ``serve.deployment`` options (``deployment_options``) go to Serve.
     - ``num_models``, ``check_inputs``, ``model_name``, ``cuda_graphs`` go to
       ``aoti_cy.load`` in each replica (``cuda_graphs`` only when given).
-    - ``device``: ``"cpu"`` or ``"cuda"`` (None: the package's own); on CUDA
+    - ``device``: ``"cpu"`` or ``"cuda"`` (None: the one in the package's
+      metadata); on CUDA
       each replica asks Ray for one GPU and sees it as ``cuda:0``. Calls
       give CPU tensors and get CPU tensors back.
     - ``max_batch_size`` (> 1 turns batching on, for models exported with a
@@ -133,7 +149,9 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
         request = Request(tuple(example_inputs[0]), dict(example_inputs[1]))
         example_inputs = (request.args, request.kwargs)
     options = dict(ray_actor_options or {})
-    if device is not None and str(device).startswith("cuda"):
+    if device is None:
+        device = _package_device(package, model_name)
+    if str(device).startswith("cuda"):
         options.setdefault("num_gpus", 1)
         device = "cuda"    # the one GPU Ray gives the replica
     settings = {"device": device, "num_models": num_models, "check_inputs": check_inputs,

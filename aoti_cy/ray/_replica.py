@@ -88,7 +88,7 @@ class ModelReplica:
         self._example = settings["example"]
         if self._example is not None:   # fail here, not at the first call
             self._execute(*self._example)
-        self._in_spec = None
+        self._in_spec = self._json_dtypes = None
         self._stats_lock = threading.Lock()
         self._stats = {"requests": 0, "runs": 0, "errors": 0,
                        "batch_sizes": {}, "pid": os.getpid(), "replica": self.replica,
@@ -214,18 +214,22 @@ class ModelReplica:
         return self._in_spec
 
     def _dtypes(self):
-        example = self._settings["example"]
-        return None if example is None else _json.leaf_dtypes(self._input_spec(), example)
+        if self._json_dtypes is None:
+            example = self._settings["example"]
+            self._json_dtypes = ({} if example is None
+                                 else _json.leaf_dtypes(self._input_spec(), example))
+        return self._json_dtypes
 
     # ---- health, stats -------------------------------------------------------
 
-    def check_health(self):
+    async def check_health(self):
         """Serve's health check: a run on the example inputs (those given at
-        deployment, else the first call answered). Raising restarts the replica."""
+        deployment, else the first call answered), off the event loop.
+        Raising makes Serve replace the replica."""
         if self._aoti and self._model.closed:
             raise RuntimeError("the model is closed")
         if self._example is not None:
-            self._execute(*self._example)
+            await asyncio.to_thread(self._execute, *self._example)
 
     def stats(self):
         """This replica's counts: requests, model runs, errors, batch
