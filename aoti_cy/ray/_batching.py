@@ -46,17 +46,18 @@ def _leaf_key(leaf):
     return ("value", type(leaf).__name__, repr(leaf))
 
 
-def group_requests(requests, max_rows=None):
+def group_requests(requests, max_rows=None, max_calls=None):
     """Lists of indices into ``requests``: those that can run as one batch
-    together (at most ``max_rows`` rows each), in arrival order."""
+    together (at most ``max_rows`` rows and ``max_calls`` requests each), in
+    arrival order."""
     groups, open_group = [], {}
     for i, request in enumerate(requests):
         if request.key is None:
             groups.append([i])
             continue
         group = open_group.get(request.key)
-        if group is not None and (max_rows is None
-                                  or group[1] + request.rows <= max_rows):
+        if group is not None and (max_rows is None or group[1] + request.rows <= max_rows) \
+                and (max_calls is None or len(group[0]) < max_calls):
             group[0].append(i)
             group[1] += request.rows
         else:

@@ -103,10 +103,13 @@ class ModelReplica:
         }
         self._batched = None
         if settings["max_batch_size"] and settings["max_batch_size"] > 1:
+            # Batches do not wait on Serve's semaphore but on ours (_run_batch).
             self._batched = serve.batch(
                 max_batch_size=settings["max_batch_size"],
                 batch_wait_timeout_s=settings["batch_wait_timeout_s"],
-                max_concurrent_batches=settings["num_models"])(self._run_batch)
+                max_concurrent_batches=64)(self._run_batch)
+            self._slots = asyncio.Semaphore(settings["num_models"])
+            self._waiting = []
         self._stopped = threading.Event()
         threading.Thread(target=self._poll_loop, name="aoti_cy-poll", daemon=True).start()
 
@@ -142,12 +145,35 @@ class ModelReplica:
         return _to_numpy(result) if request.numpy else result
 
     async def _run_batch(self, requests):
-        """serve.batch's handler: one _Outcome per request."""
-        groups = _batching.group_requests(requests, self._settings["max_batch_rows"])
+        """serve.batch's handler: one _Outcome per request.
+
+        Serve forms a batch, then waits for a free slot (``num_models``); so
+        while the model runs, several small batches pile up. The first of
+        them to get a slot runs every request waiting by then, so batches
+        grow with the load instead of queueing behind each other."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((requests, future))
+        async with self._slots:
+            if not future.done():
+                taken, self._waiting = self._waiting, []
+                merged = [r for batch, _ in taken for r in batch]
+                try:
+                    outcomes = await asyncio.to_thread(self._run_requests, merged)
+                except Exception as e:  # noqa: BLE001 - each caller gets it
+                    outcomes = [_Outcome(error=e)] * len(merged)
+                start = 0
+                for batch, waiter in taken:
+                    waiter.set_result(outcomes[start:start + len(batch)])
+                    start += len(batch)
+        return await future
+
+    def _run_requests(self, requests):
+        """Outcomes of ``requests``, grouped into as few runs as fit."""
         outcomes = [None] * len(requests)
-        for group in groups:
+        for group in _batching.group_requests(requests, self._settings["max_batch_rows"],
+                                              self._settings["max_batch_size"]):
             members = [requests[i] for i in group]
-            for i, outcome in zip(group, await asyncio.to_thread(self._run_group, members)):
+            for i, outcome in zip(group, self._run_group(members)):
                 outcomes[i] = outcome
         return outcomes
 
