@@ -4,11 +4,13 @@ through aoti_cy or through torch's ``aoti_load_package`` (the same
 ``aoti_cy.ray`` deployment with ``runtime="torch"``: same routing, batching
 and transport, only the loader differs).
 
-Starts a local Ray cluster (``--cpus`` CPUs, one per replica), then for each
-configuration deploys, warms up, and runs ``--calls`` calls from
+Starts a local Ray cluster, then for each configuration deploys both
+runtimes side by side, warms up, and runs ``--calls`` calls from
 ``--clients`` closed-loop client threads through a DeploymentHandle,
-``--repeats`` times; prints one JSON object with the median of the repeats.
-Each call carries 1 to 4 rows of the Scorer model (tests/ray_models.py).
+``--repeats`` times, alternating the runtimes round by round; prints one
+JSON object with the median of the rounds. Each call carries 1 to 4 rows of
+the Scorer model (tests/ray_models.py); ``--width 4096`` makes the model's
+run, not Ray's per-call cost, the larger part.
 """
 
 import argparse
@@ -57,29 +59,44 @@ def closed_loop(handle, calls, clients):
     return time.perf_counter() - start, latencies
 
 
-def measure(path, runtime, replicas, batching, calls, clients, repeats, warmup):
+def deploy(path, runtime, replicas, batching):
     served = aoti_cy.ray.deployment(
-        path, name="bench", runtime=runtime, num_replicas=replicas,
+        path, name=f"bench-{runtime}", runtime=runtime, num_replicas=replicas,
         max_batch_size=16 if batching else None, batch_wait_timeout_s=0.002,
         max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
-    handle = serve.run(served.app, name="bench", route_prefix=None)
+    return served, serve.run(served.app, name=f"bench-{runtime}", route_prefix=None)
+
+
+def measure(path, runtimes, replicas, batching, calls, clients, repeats, warmup):
+    """{runtime: medians} for one configuration. The runtimes are deployed side
+    by side and their rounds alternate, so a change in the machine's load
+    (it is shared) hits them alike."""
+    deployed = {runtime: deploy(path, runtime, replicas, batching) for runtime in runtimes}
+    rounds = {runtime: [] for runtime in runtimes}
     try:
-        closed_loop(handle, calls[:warmup], clients)
-        rounds = []
+        for _, handle in deployed.values():
+            closed_loop(handle, calls[:warmup], clients)
         for _ in range(repeats):
-            seconds, latencies = closed_loop(handle, calls, clients)
-            latencies.sort()
-            rounds.append({"calls_per_s": len(calls) / seconds,
-                           "p50_ms": 1e3 * latencies[len(latencies) // 2],
-                           "p99_ms": 1e3 * latencies[int(len(latencies) * 0.99)]})
-        runs = sum(s["runs"] for s in served.replica_stats().values())
+            for runtime, (_, handle) in deployed.items():
+                seconds, latencies = closed_loop(handle, calls, clients)
+                latencies.sort()
+                rounds[runtime].append({
+                    "calls_per_s": len(calls) / seconds,
+                    "p50_ms": 1e3 * latencies[len(latencies) // 2],
+                    "p99_ms": 1e3 * latencies[int(len(latencies) * 0.99)]})
+        stats = {runtime: served.replica_stats() for runtime, (served, _) in deployed.items()}
     finally:
-        serve.delete("bench")
-        served.close()
-    result = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-    result["rounds"] = rounds
-    result["model_runs_last_round_approx"] = runs
-    return result
+        for runtime, (served, _) in deployed.items():
+            serve.delete(f"bench-{runtime}")
+            served.close()
+    results = {}
+    for runtime, measured in rounds.items():
+        result = {key: statistics.median(r[key] for r in measured) for key in measured[0]}
+        calls_served = sum(s["requests"] for s in stats[runtime].values())
+        runs = sum(s["runs"] for s in stats[runtime].values())
+        result.update(rounds=measured, calls_per_model_run=calls_served / runs)
+        results[runtime] = result
+    return results
 
 
 def main():
@@ -87,9 +104,11 @@ def main():
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--calls", type=int, default=600)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--cpus", type=int, default=4,
+                        help="CPUs Ray may hand out (one per replica; both runtimes' "
+                             "replicas are deployed at once, idle in turn)")
     parser.add_argument("--runtimes", default="aoti_cy,torch")
     args = parser.parse_args()
     path = scorer_package(args.width)
@@ -105,11 +124,11 @@ def main():
                "calls": args.calls, "clients": args.clients, "repeats": args.repeats,
                "configs": []}
     try:
-        for runtime in args.runtimes.split(","):
-            for replicas in (1, 2):
-                for batching in (False, True):
-                    result = measure(path, runtime, replicas, batching, calls,
-                                     args.clients, args.repeats, args.warmup)
+        for replicas in (1, 2):
+            for batching in (False, True):
+                measured = measure(path, args.runtimes.split(","), replicas, batching, calls,
+                                   args.clients, args.repeats, args.warmup)
+                for runtime, result in measured.items():
                     result.update(runtime=runtime, replicas=replicas, batching=batching)
                     results["configs"].append(result)
                     print(json.dumps({k: v for k, v in result.items() if k != "rounds"}),

@@ -40,9 +40,10 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray cluster bounded to this machine; Serve's HTTP on loopback."""
+    """A fresh local Ray instance (no address: nothing outside this machine
+    is contacted), 2 CPUs, a 256 MiB object store; Serve's HTTP on loopback."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             namespace="aoti_cy_tests")
+             namespace="aoti_cy_tests", object_store_memory=256 << 20)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
@@ -294,6 +295,18 @@ def test_weight_rollout_reaches_every_replica_and_a_bad_one_changes_none(scorer,
     args, kwargs = scorer_call(rows=3, seed=14)
     for result in _results([scorer.handle.remote(*args, **kwargs) for _ in range(6)]):
         _close(result, scorer.expected(args, kwargs))
+
+
+def test_health_check_runs_the_model_on_the_example_inputs(scorer):
+    def counts():
+        stats = _settled(scorer.served)
+        return _totals(stats)[1], sum(s["health_checks"] for s in stats.values())
+    runs_before, checks_before = counts()
+    for _ in range(4):   # the method Serve calls periodically, through the handle
+        assert scorer.handle.check_health.remote().result(timeout_s=60) is None
+    runs_after, checks_after = counts()
+    assert checks_after - checks_before >= 4   # Serve's own checks may add some
+    assert runs_after == runs_before           # health runs are not counted as calls
 
 
 def _call_with_retries(handle, args, kwargs, deadline, attempts=10):

@@ -90,7 +90,7 @@ class ModelReplica:
             self._execute(*self._example)
         self._in_spec = self._json_dtypes = None
         self._stats_lock = threading.Lock()
-        self._stats = {"requests": 0, "runs": 0, "errors": 0,
+        self._stats = {"requests": 0, "runs": 0, "errors": 0, "health_checks": 0,
                        "batch_sizes": {}, "pid": os.getpid(), "replica": self.replica,
                        "load_s": time.perf_counter() - started}
         self._metrics = {
@@ -256,18 +256,21 @@ class ModelReplica:
             raise RuntimeError("the model is closed")
         if self._example is not None:
             await asyncio.to_thread(self._execute, *self._example)
+            self._count(health_checks=1)
 
     def stats(self):
-        """This replica's counts: requests, model runs, errors, batch
-        sizes ({calls per run: runs}), pid, weights version, load time."""
+        """This replica's counts: requests, model runs, errors, health checks
+        run, batch sizes ({calls per run: runs}), pid, weights version, load
+        time."""
         with self._stats_lock:
             stats = dict(self._stats, batch_sizes=dict(self._stats["batch_sizes"]))
         stats["version"] = self.version
         return stats
 
-    def _count(self, runs=0, requests=0, errors=0, batch=None):
+    def _count(self, runs=0, requests=0, errors=0, batch=None, health_checks=0):
         with self._stats_lock:
             s = self._stats
+            s["health_checks"] += health_checks
             s["runs"] += runs
             s["requests"] += requests
             s["errors"] += errors
@@ -313,6 +316,8 @@ class ModelReplica:
     def _apply(self, version, state_dict, strict):
         self._model.load_weights(state_dict, strict=strict)
         self.version = version
+        if self._active.incomplete:
+            self._active = ActiveConstants(self._model)
 
     def __del__(self):
         stopped = getattr(self, "_stopped", None)

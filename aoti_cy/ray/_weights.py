@@ -3,7 +3,7 @@ first phase of a rollout, so that every replica can refuse before any
 changes. The checks are ``ModelContainer.load_weights``'s own
 (``ConstantTable.match_state_dict``); only applying is left out."""
 
-from aoti_cy._constants import ConstantTable
+from aoti_cy._constants import ConstantTable, unset_constants
 
 __all__ = ["ActiveConstants"]
 
@@ -11,7 +11,8 @@ __all__ = ["ActiveConstants"]
 class ActiveConstants:
     """Which constants of ``container`` have a value, and their shapes: read
     once (a copy of every weight, dropped at once), so later checks cost no
-    copy. Rollouts keep the shapes, so it stays right."""
+    copy. Rollouts keep the shapes; read it again after one only where some
+    constants had no value (``incomplete``)."""
 
     def __init__(self, container):
         self._container = container
@@ -21,6 +22,9 @@ class ActiveConstants:
         except NotImplementedError:   # no extract entry point: shapes unknown
             current = None
         self.present = None if current is None else set(current)
+        # A package without weights: constants get values at the first rollout.
+        self.incomplete = current is not None and bool(unset_constants(
+            container.constants, {fqn_to_name[fqn] for fqn in current}))
         self.shapes = {} if current is None else {
             fqn_to_name[fqn]: tuple(t.shape) for fqn, t in current.items()}
 
