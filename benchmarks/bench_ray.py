@@ -110,6 +110,8 @@ def main():
                         help="CPUs Ray may hand out (one per replica; both runtimes' "
                              "replicas are deployed at once, idle in turn)")
     parser.add_argument("--runtimes", default="aoti_cy,torch")
+    parser.add_argument("--out", help="write the JSON here too (Ray may print to stdout "
+                                      "while it shuts down)")
     args = parser.parse_args()
     path = scorer_package(args.width)
     calls = [scorer_call(rows=1 + i % 4, seed=i, width=args.width) for i in range(args.calls)]
@@ -137,6 +139,9 @@ def main():
         serve.shutdown()
         ray.shutdown()
     print(json.dumps(results, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

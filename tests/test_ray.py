@@ -82,7 +82,8 @@ def llama(cluster):
     path = LLAMA.package(**UPDATABLE)
     served = aoti_cy.ray.deployment(
         path, name="llama", num_replicas=2, max_batch_size=8, max_batch_rows=8,
-        batch_wait_timeout_s=0.05, example_inputs=LLAMA.call(), imports=("transformers.modeling_outputs",),
+        batch_wait_timeout_s=0.05, example_inputs=LLAMA.call(),
+        imports=("transformers.modeling_outputs",),
         ray_actor_options={"num_cpus": 0.25})
     handle = serve.run(served.app, name="llama", route_prefix="/llama")
     yield Served(served, handle, cluster + "/llama", LLAMA.eager(), path)

@@ -21,8 +21,12 @@ import os
 import uuid
 import zipfile
 
-import ray
-from ray import serve
+try:
+    import ray
+    from ray import serve
+except ImportError as e:   # pragma: no cover - depends on the environment
+    raise ImportError(f"aoti_cy.ray needs Ray Serve ({e}): pip install 'aoti_cy[ray]' "
+                      f"(with torch pinned in the same command)") from e
 
 from aoti_cy.ray._batching import Request
 from aoti_cy.ray._coordinator import Coordinator

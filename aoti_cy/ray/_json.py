@@ -58,7 +58,8 @@ def _args_kwargs(spec, kwargs):
         raise TypeError("the model's input spec is not (args, kwargs); the JSON route needs it")
     args_spec, kwargs_spec = spec.children()
     expected = list(kwargs_spec.context)
-    kept = [k for k in expected if k in kwargs or not kwargs_spec.child(expected.index(k)).is_leaf()]
+    kept = [k for i, k in enumerate(expected)
+            if k in kwargs or not kwargs_spec.child(i).is_leaf()]
     if kept == expected or not isinstance(kwargs, dict):
         return spec
     kwargs_spec = pytree.TreeSpec(dict, kept, [kwargs_spec.child(expected.index(k)) for k in kept])
