@@ -467,6 +467,14 @@ cdef class ModelContainer(_HandleOwner):
                 self.run_constant_folding(use_inactive=True)
             self.swap_constant_buffer()   # notes the active constants too
 
+    def check_weights(self, state_dict, *, strict=True):
+        """Raise what :meth:`load_weights` would raise for ``state_dict``,
+        changing nothing: e.g. to check every replica before any applies."""
+        _check_open(self)
+        _require_slot_sizes(self)
+        weights_to_load(_constant_table(self), state_dict, strict=strict,
+                        current=lambda: _extract(self, use_inactive=False, copy=False))
+
     @property
     def constants_blob_size(self):
         """Bytes of the constants blob (the layout of a package's ``.blob``)."""

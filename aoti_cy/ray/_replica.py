@@ -26,7 +26,6 @@ from ray.serve import metrics
 
 from aoti_cy.ray import _batching, _json
 from aoti_cy.ray._coordinator import POLL_S
-from aoti_cy.ray._weights import ActiveConstants
 
 __all__ = ["ModelReplica"]
 
@@ -80,7 +79,6 @@ class ModelReplica:
         (package_ref,) = ray.get(self._coordinator.package.remote())
         self._model = _load_package(ray.get(package_ref), settings)
         self._aoti = settings["runtime"] != "torch"
-        self._active = ActiveConstants(self._model) if self._aoti else None
         self.version, self._apply_failed = 0, None
         version, refs, strict = ray.get(self._coordinator.committed.remote())
         if refs:   # a rollout happened before this replica started
@@ -300,10 +298,11 @@ class ModelReplica:
         try:
             state_dict = ray.get(refs[0])
             if phase == "validate":
-                problems = (self._active.problems(state_dict, strict) if self._aoti
-                            else ["this deployment runs torch's loader, which has no "
-                                  "safe weight swap"])
-                ok, message = not problems, "; ".join(problems)
+                if not self._aoti:
+                    raise RuntimeError("this deployment runs torch's loader, which has "
+                                       "no safe weight swap")
+                self._model.check_weights(state_dict, strict=strict)
+                ok, message = True, ""
             else:
                 self._apply(version, state_dict, strict)
                 ok, message = True, ""
@@ -316,8 +315,6 @@ class ModelReplica:
     def _apply(self, version, state_dict, strict):
         self._model.load_weights(state_dict, strict=strict)
         self.version = version
-        if self._active.incomplete:
-            self._active = ActiveConstants(self._model)
 
     def __del__(self):
         stopped = getattr(self, "_stopped", None)
