@@ -14,7 +14,6 @@ run later. A call holds no GIL; an op written in Python takes it itself.
 
 from libc.stdint cimport uintptr_t
 from libcpp.string cimport string
-from libcpp.vector cimport vector
 
 import os
 
@@ -116,7 +115,7 @@ cdef class ProxyExecutor:
                 raise PackageError(
                     f"extern node {index} of {self.path} ({entry.target}) does not fit "
                     f"the op: {error.decode('utf-8', 'replace')}")
-        self.targets = tuple(entry.target for entry in nodes)
+        self.targets = tuple([entry.target for entry in nodes])
 
     def __dealloc__(self):
         aoti_cy_proxy_executor_free(self._executor)
@@ -151,8 +150,8 @@ def _registration_hint(entry):
         return (f"torch {torch.__version__} has no such op; was the package built "
                 f"by another torch version?")
     if entry.custom_op:
-        return (f"it is a torch.library.custom_op: import the Python module that "
-                f"defines it before loading the model")
+        return ("it is a torch.library.custom_op: import the Python module that "
+                "defines it before loading the model")
     return (f"import the Python module that registers the {namespace!r} ops (the "
             f"module defining its torch.library.custom_op, or the package that "
             f"loads its C++ library) before loading the model")

@@ -14,7 +14,14 @@ This module holds the public classes, the run path and the public C API
 
 Constants go through ``_constant_calls`` (the entry points of each torch
 release) after ``_constants`` validated them; input checks live in
-``_call_checks``.
+``_call_checks``; CUDA graphs in ``cuda_graphs``.
+
+Why this file is over 600 lines: it holds both public classes, whose
+docstrings are the API reference, and the module-level functions that reach
+their handles (the run path, creation, the gate around constant calls). Those
+functions read the classes' C fields, and the public C API must not expose
+them, so they cannot move to another module without exporting private C
+functions through interface.pxd.
 """
 
 cimport cython
@@ -309,8 +316,7 @@ cdef class ModelContainer(_HandleOwner):
         return self.library.path
 
     def __repr__(self):
-        state = "closed" if self.closed else f"{self._num_inputs} inputs, {self._num_outputs} outputs"
-        return f"<aoti_cy.ModelContainer on {self._device} ({state})>"
+        return _HandleOwner.__repr__(self).replace(" (", f" on {self._device} (", 1)
 
     # ---- running ------------------------------------------------------------
 
@@ -463,7 +469,7 @@ cdef class ModelContainer(_HandleOwner):
                 _constant_table(self), state_dict, strict=strict,
                 current=lambda: _extract(self, use_inactive=False, copy=True))
             _update(self, values, use_inactive=True, full_update=True, user_managed=False)
-            if any(c.from_folded for c in self.constants):
+            if any([c.from_folded for c in self.constants]):
                 self.run_constant_folding(use_inactive=True)
             self.swap_constant_buffer()   # notes the active constants too
 
@@ -515,7 +521,7 @@ cdef class ModelContainer(_HandleOwner):
 cdef _create_container(ModelContainer self, size_t num_models, object cubin_dir):
     cdef ModelLibrary lib = self.library
     cdef AOTInductorModelContainerHandle handle = NULL
-    cdef AOTIRuntimeError status
+    cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
     cdef bytes device_str = str(self._device).encode()
     cdef bytes cubin = None if cubin_dir is None else str(cubin_dir).encode()
     cdef const char* cubin_ptr = NULL
@@ -544,7 +550,7 @@ cdef str _decode(const char* text):
 cdef _read_description(ModelContainer self):
     """Input and output names and the call spec, read once at creation."""
     cdef ModelLibrary lib = self.library
-    cdef size_t i, count
+    cdef size_t i, count = 0
     cdef const char* text = NULL
     cdef const char* text2 = NULL
     lib.check(lib.fn.container_get_num_inputs(self._handle, &count),
@@ -963,6 +969,7 @@ cdef object _describe_from_probe(Model self, object artifact, object constants):
     weights stored outside it; return the constants to give the model."""
     cdef ModelContainer probe = ModelContainer(
         artifact.library_path, device="cpu", check_inputs=False)
+    values = None
     with probe:
         artifact.load_weights_into(probe)
         self.library = probe.library
@@ -970,7 +977,6 @@ cdef object _describe_from_probe(Model self, object artifact, object constants):
         self._output_names = probe.output_names
         self._constants = probe.constants
         self._table = _constant_table(probe)
-        values = None
         if constants is not None:
             values = self._table.checked_update(constants, full_update=True)
         elif artifact.stores_weights_outside_library:

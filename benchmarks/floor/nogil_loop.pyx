@@ -10,14 +10,14 @@ def run_loop(ModelContainer model, list inputs, long iters):
     """Run ``model`` ``iters`` times on ``inputs`` inside one nogil block."""
     cdef vector[AtenTensorHandle] templates, handles, outputs
     cdef size_t j, num_inputs = len(inputs), num_outputs = model.num_outputs
-    cdef long k
+    cdef long _
     for tensor in inputs:
         templates.push_back(aoti_cy.handle_from_tensor(tensor))
     handles.resize(num_inputs)
     outputs.resize(num_outputs)
     try:
         with nogil:
-            for k in range(iters):
+            for _ in range(iters):
                 for j in range(num_inputs):
                     handles[j] = aoti_cy.new_handle_ref(templates[j])
                 aoti_cy.run_handles(model, handles.data(), num_inputs,
