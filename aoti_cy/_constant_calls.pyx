@@ -137,21 +137,15 @@ cdef update_constants(ModelLibrary lib, AOTInductorModelContainerHandle handle,
                  "AOTInductorModelContainerUpdateConstantBuffer")
     if pairs_entry == NULL:
         lib.require(<void*>map_entry, names[1].encode())
-    pairs.resize(count)
     encoded = [name.encode() for name in values]
+    _fill_pairs(pairs, encoded, values)
     try:
-        for i, tensor in enumerate(values.values()):
-            pairs[i].name = <const char*>(<bytes>encoded[i])
-            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
         if pairs_entry != NULL:
             with nogil:
                 status = pairs_entry(handle, pairs.data(), count, inactive, full)
             lib.check(status, names[0].encode())
         else:
-            # Older models take a std::unordered_map; this assumes the
-            # model was built with the same C++ ABI as this extension.
-            for i in range(count):
-                constant_map[string(pairs[i].name)] = pairs[i].handle
+            _as_map(pairs, constant_map)
             with nogil:
                 status = map_entry(handle, <AOTInductorConstantMapHandle>&constant_map,
                                    inactive, full)
@@ -190,17 +184,9 @@ cdef update_model_constants(ModelLibrary lib, AOTInductorModelHandle handle, dic
     cdef vector[AOTInductorConstantMapEntry] pairs
     cdef unordered_map[string, AtenTensorHandle] constant_map
     cdef AOTIRuntimeError status
-    cdef size_t i, count = len(values)
-    pairs.resize(count)
+    cdef size_t count = len(values)
     encoded = [name.encode() for name in values]
-    try:
-        for i, tensor in enumerate(values.values()):
-            pairs[i].name = <const char*>(<bytes>encoded[i])
-            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
-    except BaseException:
-        for i in range(count):   # the slots not yet made are still NULL
-            aoti_cy_free_handles(&pairs[i].handle, 1)
-        raise
+    _fill_pairs(pairs, encoded, values)
     # From here on the model owns the handles.
     if lib.fn.model_update_constants_map_v2 != NULL:
         with nogil:
@@ -208,9 +194,34 @@ cdef update_model_constants(ModelLibrary lib, AOTInductorModelHandle handle, dic
                 handle, pairs.data(), <int32_t>count)
         lib.check(status, "AOTInductorModelUpdateConstantsMapV2")
     else:
-        for i in range(count):
-            constant_map[string(pairs[i].name)] = pairs[i].handle
+        _as_map(pairs, constant_map)
         with nogil:
             status = lib.fn.model_update_constants_map(
                 handle, <AOTInductorConstantMapHandle>&constant_map)
         lib.check(status, "AOTInductorModelUpdateConstantsMap")
+
+
+cdef int _fill_pairs(vector[AOTInductorConstantMapEntry]& pairs, list encoded,
+                     dict values) except -1:
+    """One name/handle pair per value (``encoded``: the names as bytes, kept
+    alive by the caller); on failure the handles made so far are freed."""
+    cdef size_t i
+    pairs.resize(len(values))
+    try:
+        for i, tensor in enumerate(values.values()):
+            pairs[i].name = <const char*>(<bytes>encoded[i])
+            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
+    except BaseException:
+        for i in range(pairs.size()):   # the slots not yet made are still NULL
+            aoti_cy_free_handles(&pairs[i].handle, 1)
+        raise
+    return 0
+
+
+cdef void _as_map(vector[AOTInductorConstantMapEntry]& pairs,
+                  unordered_map[string, AtenTensorHandle]& constant_map):
+    # Older models take a std::unordered_map; this assumes the model was
+    # built with the same C++ ABI as this extension.
+    cdef size_t i
+    for i in range(pairs.size()):
+        constant_map[string(pairs[i].name)] = pairs[i].handle

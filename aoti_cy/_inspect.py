@@ -230,14 +230,20 @@ def _describe_constants(report, container):
             f"load_weights() or update_constant_buffer()")
 
 
-def _inputs(report, container, tree, checks):
-    roots = _spec_tree.input_roots(tree)
-    leaves = _spec_tree.leaves(roots)
-    names = [None] * container.num_inputs
-    if len(leaves) == container.num_inputs:
+def _leaf_names(leaves, count):
+    """Each flat position's user-facing name (its pytree path), or None for
+    all when the spec's leaves do not match the model's count."""
+    names = [None] * count
+    if len(leaves) == count:
         for path, index in leaves:
             names[index] = path
-    elif leaves:
+    return names
+
+
+def _inputs(report, container, tree, checks):
+    leaves = _spec_tree.leaves(_spec_tree.input_roots(tree))
+    names = _leaf_names(leaves, container.num_inputs)
+    if leaves and len(leaves) != container.num_inputs:
         report["notes"].append(
             f"the call spec has {len(leaves)} leaves ({', '.join(p for p, _ in leaves)}) "
             f"for {container.num_inputs} input tensors: the others were non-tensor "
@@ -344,12 +350,8 @@ def _trial_outputs(report, container, checks):
 
 
 def _outputs(report, container, tree, found):
-    roots = _spec_tree.output_roots(tree)
-    leaves = _spec_tree.leaves(roots)
-    names = [None] * container.num_outputs
-    if len(leaves) == container.num_outputs:
-        for path, index in leaves:
-            names[index] = path
+    leaves = _spec_tree.leaves(_spec_tree.output_roots(tree))
+    names = _leaf_names(leaves, container.num_outputs)
     outputs = []
     for i in range(container.num_outputs):
         entry = {"index": i, "name": names[i] or f"output {i}", "dtype": None,

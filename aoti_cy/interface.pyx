@@ -38,7 +38,8 @@ import torch
 from aoti_cy.includes.abi cimport (
     AOTI_RUNTIME_FAILURE, AOTI_RUNTIME_SUCCESS, AOTIProxyExecutorHandle, AOTIRuntimeError,
     AOTInductorModelContainerHandle, AOTInductorModelHandle, AOTInductorStreamHandle,
-    AtenTensorHandle, ContainerActionFn, ContainerRunFn)
+    AtenTensorHandle, ContainerActionFn, ContainerGetNameFn, ContainerGetSizeFn,
+    ContainerRunFn)
 from aoti_cy.includes.bridge cimport (
     AOTI_CY_DEVICE_CPU, AOTI_CY_DEVICE_CUDA, AotiCyDevice, AotiCyRunBuffers,
     aoti_cy_accept_arrays_of, aoti_cy_drop_refs, aoti_cy_free_handles,
@@ -68,6 +69,10 @@ __all__ = ["CAPI_VERSION", "ConstantInfo", "Model", "ModelContainer", "load"]
 CAPI_VERSION = AOTI_CY_CAPI_VERSION
 
 aoti_cy_accept_arrays_of(<PyObject*>numpy.ndarray)
+
+# _call's output kinds as C ints: compared on every model(...) call.
+cdef int _OUT_TUPLE = OUT_TUPLE
+cdef int _OUT_LEAF = OUT_LEAF
 
 
 # ---- the gate between calls and close() -------------------------------------
@@ -547,30 +552,32 @@ cdef str _decode(const char* text):
     return text.decode("utf-8", "replace") if text != NULL else ""
 
 
+cdef tuple _names(ModelLibrary lib, AOTInductorModelContainerHandle handle,
+                  ContainerGetSizeFn get_count, ContainerGetNameFn get_name,
+                  const char* count_function, const char* name_function):
+    cdef size_t i, count = 0
+    cdef const char* text = NULL
+    lib.check(get_count(handle, &count), count_function)
+    names = []
+    for i in range(count):
+        lib.check(get_name(handle, i, &text), name_function)
+        names.append(_decode(text))
+    return tuple(names)
+
+
 cdef _read_description(ModelContainer self):
     """Input and output names and the call spec, read once at creation."""
     cdef ModelLibrary lib = self.library
-    cdef size_t i, count = 0
     cdef const char* text = NULL
     cdef const char* text2 = NULL
-    lib.check(lib.fn.container_get_num_inputs(self._handle, &count),
-              "AOTInductorModelContainerGetNumInputs")
-    self._num_inputs = count
-    names = []
-    for i in range(count):
-        lib.check(lib.fn.container_get_input_name(self._handle, i, &text),
-                  "AOTInductorModelContainerGetInputName")
-        names.append(_decode(text))
-    self._input_names = tuple(names)
-    lib.check(lib.fn.container_get_num_outputs(self._handle, &count),
-              "AOTInductorModelContainerGetNumOutputs")
-    self._num_outputs = count
-    names = []
-    for i in range(count):
-        lib.check(lib.fn.container_get_output_name(self._handle, i, &text),
-                  "AOTInductorModelContainerGetOutputName")
-        names.append(_decode(text))
-    self._output_names = tuple(names)
+    self._input_names = _names(
+        lib, self._handle, lib.fn.container_get_num_inputs, lib.fn.container_get_input_name,
+        "AOTInductorModelContainerGetNumInputs", "AOTInductorModelContainerGetInputName")
+    self._num_inputs = len(self._input_names)
+    self._output_names = _names(
+        lib, self._handle, lib.fn.container_get_num_outputs, lib.fn.container_get_output_name,
+        "AOTInductorModelContainerGetNumOutputs", "AOTInductorModelContainerGetOutputName")
+    self._num_outputs = len(self._output_names)
     lib.check(lib.fn.container_get_call_spec(self._handle, &text, &text2),
               "AOTInductorModelContainerGetCallSpec")
     self._call_spec = (_decode(text), _decode(text2))
@@ -586,9 +593,9 @@ cdef object _call(ModelContainer self, tuple args, dict kwargs, object stream):
     if self._flat_call and not kwargs:
         # The common case, without pytree: a flat tuple in, flat out.
         outputs = _run_default(self, args, stream)
-        if self._out_kind == OUT_TUPLE:
+        if self._out_kind == _OUT_TUPLE:
             return tuple(outputs)
-        if self._out_kind == OUT_LEAF:
+        if self._out_kind == _OUT_LEAF:
             return outputs[0]
     else:
         _check_open(self)

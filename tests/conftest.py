@@ -19,6 +19,22 @@ WEIGHTS_OUTSIDE_SO = {
 }
 
 
+# torch's own compile cache stays where it is when tests move the temp folder.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), "torchinductor_" + os.environ.get("USER", "root")))
+
+
+@pytest.fixture(autouse=True)
+def private_tempdir(tmp_path_factory, monkeypatch):
+    """Each test extracts packages into a temp folder of its own (child
+    processes too), so that its checks for left-behind folders see only its
+    own: pytest-xdist workers and other processes make and remove theirs."""
+    folder = str(tmp_path_factory.mktemp("tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    monkeypatch.setenv("TMPDIR", folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def package():
     """package(name, **inductor_configs) -> path of a compiled CPU .pt2."""
@@ -34,6 +50,16 @@ def example():
 
 def aoti_tempdirs():
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "aoti_cy-*")))
+
+
+def package_folder(library_path):
+    """The private aoti_cy-* folder a loaded package was extracted into.
+    Tests check that *their* folders go: other processes (pytest-xdist
+    workers, other suites) may make and remove folders of their own."""
+    folders = [f for f in aoti_tempdirs()
+               if os.path.realpath(library_path).startswith(os.path.realpath(f) + os.sep)]
+    assert len(folders) == 1, (library_path, folders)
+    return folders[0]
 
 
 def extract_library(package_path, into):
@@ -86,3 +112,13 @@ class RunGate:
         self.entered.set()
         if not self.release.wait(timeout):
             raise TimeoutError("the test never released the run")
+
+
+def delayed_input(stream, x):
+    """On CUDA ``stream``: a long spin, then x * 3 into a fresh tensor. A run
+    that is not ordered after this work on ``stream`` reads zeros."""
+    with torch.cuda.stream(stream):
+        y = torch.zeros_like(x)
+        torch.cuda._sleep(200_000_000)
+        y.copy_(x * 3)
+    return y

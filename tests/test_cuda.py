@@ -9,7 +9,7 @@ import torch
 import aoti_cy
 from aoti_cy.cuda_graph import capture
 from aoti_cy.testing import EXAMPLES, MLP, make_model
-from conftest import assert_outputs_match
+from conftest import assert_outputs_match, delayed_input
 
 pytestmark = pytest.mark.cuda
 if not torch.cuda.is_available():
@@ -68,16 +68,6 @@ def test_cuda_inputs_are_checked(cuda_package):
             with pytest.raises(ValueError, match=message):
                 model.run([good[0], bad, good[2]])
         torch.testing.assert_close(model.run(good)[0], good[0] + good[1])
-
-
-def delayed_input(stream, x):
-    """On ``stream``: a long spin, then x * 3 into a fresh tensor. A run that
-    is not ordered after this work on ``stream`` reads zeros."""
-    with torch.cuda.stream(stream):
-        y = torch.zeros_like(x)
-        torch.cuda._sleep(200_000_000)
-        y.copy_(x * 3)
-    return y
 
 
 def test_run_on_the_current_side_stream_is_ordered(cuda_package):

@@ -13,7 +13,7 @@ from torch.export import Dim
 import aoti_cy
 from aoti_cy.cuda_graphs import GraphsUnavailable
 from aoti_cy.testing import EXAMPLES, MLP, compile_package, make_model
-from conftest import assert_outputs_match, run_in_threads
+from conftest import assert_outputs_match, delayed_input, run_in_threads
 
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -230,16 +230,6 @@ def test_two_threads_with_two_model_instances():
         assert not run_in_threads(work, 2, timeout=120)
         assert len(model.cuda_graphs.captured()) == 2
         assert 1 <= len(graphs_of(model)) <= 2
-
-
-def delayed_input(stream, x):
-    """On ``stream``: a long spin, then x * 3 into a fresh tensor. A call that
-    is not ordered after this work on ``stream`` reads zeros."""
-    with torch.cuda.stream(stream):
-        y = torch.zeros_like(x)
-        torch.cuda._sleep(200_000_000)
-        y.copy_(x * 3)
-    return y
 
 
 @pytest.mark.cuda

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import aoti_cy
-from conftest import aoti_tempdirs, extract_library
+from conftest import aoti_tempdirs, extract_library, package_folder
 
 
 @pytest.fixture
@@ -191,14 +191,6 @@ def test_optional_symbol_missing_names_it(package, tmp_path):
             model.run_single_threaded([x])
 
 
-def _package_folder(library_path):
-    """The private aoti_cy-* folder a loaded package was extracted into."""
-    folders = [f for f in aoti_tempdirs()
-               if os.path.realpath(library_path).startswith(os.path.realpath(f) + os.sep)]
-    assert len(folders) == 1, (library_path, folders)
-    return folders[0]
-
-
 def test_tempdir_removed_at_exit_without_close(package):
     import subprocess
     import sys
@@ -238,7 +230,7 @@ def test_container_in_a_reference_cycle_is_collected_safely(package, example):
 
     holder = Holder()
     holder.model = aoti_cy.load(package("add_one"))
-    folder = _package_folder(holder.model.library_path)
+    folder = package_folder(holder.model.library_path)
     holder.self = holder
     holder.model.run(example("add_one").inputs())
     del holder

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import aoti_cy
-from conftest import RunGate, aoti_tempdirs, extract_library
+from conftest import RunGate, aoti_tempdirs, extract_library, package_folder
 
 JOIN_TIMEOUT = 120   # seconds; a thread still alive after this is a deadlock
 
@@ -109,16 +109,17 @@ def test_many_containers_from_one_library(package, example, tmp_path):
 
 
 def test_many_loads_of_one_package_leave_nothing_behind(package, example):
-    before_dirs, before_fds = aoti_tempdirs(), _open_fds()
+    before_fds, folders = _open_fds(), set()
     x = example("add_one").inputs()[0]
     for i in range(100):
         model = aoti_cy.load(package("add_one"))
+        folders.add(package_folder(model.library_path))
         torch.testing.assert_close(model.run([x])[0], x + 1)
         if i % 2:
             model.close()
         del model
     gc.collect()
-    assert aoti_tempdirs() == before_dirs
+    assert len(folders) == 100 and not [f for f in folders if os.path.exists(f)]
     assert _open_fds() == before_fds
 
 
@@ -131,8 +132,7 @@ def test_concurrent_loads_of_different_packages(package, example):
         inputs = example(name).inputs()
         expected = example(name).eager()(*inputs)
         cases[name] = inputs, expected if isinstance(expected, tuple) else (expected,)
-    before = aoti_tempdirs()
-    errors, checked = [], []
+    errors, checked, folders = [], [], []
     barrier = threading.Barrier(len(names) * 2)
 
     def worker(name):
@@ -141,6 +141,7 @@ def test_concurrent_loads_of_different_packages(package, example):
             barrier.wait()
             for _ in range(5):
                 with aoti_cy.load(paths[name]) as model:
+                    folders.append(package_folder(model.library_path))
                     for got, want in zip(model.run(inputs), expected, strict=True):
                         torch.testing.assert_close(got, want)
             checked.append(name)
@@ -155,7 +156,8 @@ def test_concurrent_loads_of_different_packages(package, example):
     assert not errors, errors
     assert sorted(checked) == sorted(names * 2)
     gc.collect()
-    assert aoti_tempdirs() == before
+    assert len(set(folders)) == len(names) * 2 * 5
+    assert not [f for f in folders if os.path.exists(f)]
 
 
 FORK_SCRIPT = """

@@ -1,0 +1,40 @@
+"""Instructions per call of aoti_cy's `run` (or `model(*args)`), counted by
+callgrind: repeatable where wall time on a shared machine is not.
+
+    ATEN_CPU_CAPABILITY=default PYTHONHASHSEED=0 valgrind --tool=callgrind \\
+        --callgrind-out-file=cg.out python benchmarks/callgrind_run.py run 5000
+    callgrind_annotate --inclusive=yes cg.out | grep 'ModelContainer_[0-9]*run('
+
+then divide the wrapper's inclusive count by the calls (``5000 + 200`` warm-up).
+The model is compiled for AVX2 at most (valgrind 3.19 cannot decode the
+AVX-512 code ``-march=native`` gives on this machine).
+"""
+
+import sys
+
+import torch
+
+import aoti_cy
+from aoti_cy import testing
+
+WARMUP = 200
+
+
+def main():
+    how, calls = sys.argv[1], int(sys.argv[2])
+    model_cls, args = {"add_one": (testing.AddOne, (torch.randn(8),)),
+                       "four_three": (testing.FourThree, tuple(torch.randn(8) for _ in range(4)))
+                       }[sys.argv[3] if len(sys.argv) > 3 else "add_one"]
+    path = testing.compile_package(model_cls, args, inductor_configs={"cpp.march": "x86-64-v3"})
+    model = aoti_cy.load(path)
+    if how == "run":
+        run, inputs = model.run, list(args)
+        for _ in range(WARMUP + calls):
+            run(inputs)
+    else:
+        for _ in range(WARMUP + calls):
+            model(*args)
+
+
+if __name__ == "__main__":
+    main()
