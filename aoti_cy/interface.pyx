@@ -44,6 +44,7 @@ from aoti_cy.includes.bridge cimport (
     AOTI_CY_DEVICE_CPU, AOTI_CY_DEVICE_CUDA, AotiCyDevice, AotiCyRunBuffers,
     aoti_cy_accept_arrays_of, aoti_cy_drop_refs, aoti_cy_free_handles,
     aoti_cy_handle_from_tensor, aoti_cy_handles_from_tensors, aoti_cy_list_from_handles,
+    aoti_cy_tuple_from_handles,
     aoti_cy_new_handle_ref, aoti_cy_tensor_from_handle)
 from aoti_cy.includes.run_gate cimport (
     aoti_cy_gate_close_and_drain, aoti_cy_gate_enter, aoti_cy_gate_is_closed,
@@ -592,6 +593,9 @@ cdef object _call(ModelContainer self, tuple args, dict kwargs, object stream):
     cdef list outputs
     if self._flat_call and not kwargs:
         # The common case, without pytree: a flat tuple in, flat out.
+        if self._out_kind == _OUT_TUPLE and self._graphs is None:
+            return _run(self, self.library.fn.container_run,
+                        "AOTInductorModelContainerRun", args, stream, as_tuple=True)
         outputs = _run_default(self, args, stream)
         if self._out_kind == _OUT_TUPLE:
             return tuple(outputs)
@@ -615,10 +619,10 @@ cdef list _run_default(ModelContainer self, object inputs, object stream):
                 "AOTInductorModelContainerRun", inputs, stream)
 
 
-cdef list _run(ModelContainer self, ContainerRunFn entry, const char* function,
-               object inputs, object stream):
+cdef object _run(ModelContainer self, ContainerRunFn entry, const char* function,
+                 object inputs, object stream, bint as_tuple=False):
     """The Python run path: tensors in, GIL released around the model, a
-    list of tensors out."""
+    list of tensors out (a tuple ``as_tuple``)."""
     cdef AotiCyRunBuffers buffers
     cdef size_t num_inputs = self._num_inputs, num_outputs = self._num_outputs
     cdef AotiCyDevice device
@@ -643,6 +647,8 @@ cdef list _run(ModelContainer self, ContainerRunFn entry, const char* function,
     finally:
         # Dropped here, with the GIL: see aoti_cy_handles_from_tensors.
         aoti_cy_drop_refs(buffers.keepalive, num_inputs)
+    if as_tuple:
+        return aoti_cy_tuple_from_handles(buffers.outputs, num_outputs)
     return aoti_cy_list_from_handles(buffers.outputs, num_outputs)
 
 

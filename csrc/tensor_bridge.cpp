@@ -168,15 +168,22 @@ PyObject* aoti_cy_tensor_from_borrowed_handle(AtenTensorOpaque* handle) {
   }
 }
 
-PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n) {
-  PyObject* list = PyList_New(static_cast<Py_ssize_t>(n));
+}  // extern "C"
+
+namespace {
+
+// A list or tuple of the tensors `handles` refer to, stealing the handles.
+template <PyObject* (*New)(Py_ssize_t), PyObject* (*Get)(PyObject*, Py_ssize_t),
+          void (*Set)(PyObject*, Py_ssize_t, PyObject*)>
+PyObject* sequence_from_handles(AtenTensorOpaque** handles, size_t n) {
+  PyObject* sequence = New(static_cast<Py_ssize_t>(n));
   size_t i = 0;
-  if (list == nullptr) goto fail;
+  if (sequence == nullptr) goto fail;
   for (; i < n; ++i) {
     PyObject* item = nullptr;
     for (size_t j = 0; j < i; ++j) {
       if (handles[j] == handles[i] && handles[i] != nullptr) {
-        item = PyList_GET_ITEM(list, j);  // same handle: same tensor, one free
+        item = Get(sequence, static_cast<Py_ssize_t>(j));  // same handle: same tensor, one free
         Py_INCREF(item);
         break;
       }
@@ -188,9 +195,9 @@ PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n) {
         goto fail;
       }
     }
-    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), item);
+    Set(sequence, static_cast<Py_ssize_t>(i), item);
   }
-  return list;
+  return sequence;
 
 fail:
   // Free the handles not yet converted, skipping repeats of converted ones.
@@ -199,8 +206,25 @@ fail:
     for (size_t j = 0; j < k && !seen; ++j) seen = handles[j] == handles[k];
     if (!seen) delete from_handle(handles[k]);
   }
-  Py_XDECREF(list);
+  Py_XDECREF(sequence);
   return nullptr;
+}
+
+PyObject* list_get(PyObject* list, Py_ssize_t i) { return PyList_GET_ITEM(list, i); }
+void list_set(PyObject* list, Py_ssize_t i, PyObject* item) { PyList_SET_ITEM(list, i, item); }
+PyObject* tuple_get(PyObject* tuple, Py_ssize_t i) { return PyTuple_GET_ITEM(tuple, i); }
+void tuple_set(PyObject* tuple, Py_ssize_t i, PyObject* item) { PyTuple_SET_ITEM(tuple, i, item); }
+
+}  // namespace
+
+extern "C" {
+
+PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n) {
+  return sequence_from_handles<PyList_New, list_get, list_set>(handles, n);
+}
+
+PyObject* aoti_cy_tuple_from_handles(AtenTensorOpaque** handles, size_t n) {
+  return sequence_from_handles<PyTuple_New, tuple_get, tuple_set>(handles, n);
 }
 
 PyObject* aoti_cy_dtype_from_scalar_type(int scalar_type) {

@@ -67,6 +67,8 @@ PyObject* aoti_cy_tensor_from_borrowed_handle(AtenTensorOpaque* handle);
  * handle). A handle that appears twice becomes the same tensor object and is
  * freed once. */
 PyObject* aoti_cy_list_from_handles(AtenTensorOpaque** handles, size_t n);
+// The same as a tuple (what model(...) returns for a flat tuple output).
+PyObject* aoti_cy_tuple_from_handles(AtenTensorOpaque** handles, size_t n);
 
 /* The torch.dtype for a c10::ScalarType value (as the C ABI reports constant
  * dtypes): a new reference, or NULL with ValueError set. */

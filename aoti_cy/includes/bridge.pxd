@@ -26,6 +26,7 @@ cdef extern from "tensor_bridge.h":
     object aoti_cy_tensor_from_handle(AtenTensorHandle handle)
     object aoti_cy_tensor_from_borrowed_handle(AtenTensorHandle handle)
     object aoti_cy_list_from_handles(AtenTensorHandle* handles, size_t n)
+    object aoti_cy_tuple_from_handles(AtenTensorHandle* handles, size_t n)
     object aoti_cy_dtype_from_scalar_type(int scalar_type)
 
     AtenTensorHandle aoti_cy_new_handle_ref(AtenTensorHandle handle) nogil
