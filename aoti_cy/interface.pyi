@@ -8,6 +8,8 @@ from aoti_cy.cuda_graphs import GraphRunner
 
 _Stream = torch.cuda.Stream | int | None
 
+CAPI_VERSION: int
+
 
 class _ProxyExecutor(Protocol):
     @property
