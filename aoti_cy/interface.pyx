@@ -272,20 +272,10 @@ cdef class ModelContainer(_HandleOwner):
 
     def __dealloc__(self):
         # No run can be in flight: every caller holds a reference to self.
-        cdef AOTInductorModelContainerHandle handle = self._handle
-        self._handle = NULL
-        if handle != NULL:
-            with nogil:
-                self.library.fn.container_delete(handle)
+        _delete_container(self, check=False)
 
     def _free_handle(self):
-        cdef AOTInductorModelContainerHandle handle = self._handle
-        cdef AOTIRuntimeError status
-        self._handle = NULL   # taken under the GIL: one closer deletes it
-        if handle != NULL:
-            with nogil:
-                status = self.library.fn.container_delete(handle)
-            self.library.check(status, "AOTInductorModelContainerDelete")
+        _delete_container(self, check=True)
 
     # ---- description --------------------------------------------------------
 
@@ -547,6 +537,20 @@ cdef _create_container(ModelContainer self, size_t num_models, object cubin_dir)
                 status = lib.fn.container_create(&handle, num_models, is_cpu, cubin_ptr)
         lib.check(status, "AOTInductorModelContainerCreate")
     self._handle = handle
+
+
+cdef int _delete_container(ModelContainer self, bint check) except -1:
+    """Delete the handle, once: it is taken under the GIL, so one closer
+    deletes it; ``check`` raises on a failed delete (not in __dealloc__)."""
+    cdef AOTInductorModelContainerHandle handle = self._handle
+    cdef AOTIRuntimeError status = AOTI_RUNTIME_SUCCESS
+    self._handle = NULL
+    if handle != NULL:
+        with nogil:
+            status = self.library.fn.container_delete(handle)
+        if check:
+            self.library.check(status, "AOTInductorModelContainerDelete")
+    return 0
 
 
 cdef str _decode(const char* text):
@@ -892,20 +896,10 @@ cdef class Model(_HandleOwner):
             self.update_constants_map(values)
 
     def __dealloc__(self):
-        cdef AOTInductorModelHandle handle = self._handle
-        self._handle = NULL
-        if handle != NULL:
-            with nogil:
-                self.library.fn.model_delete(handle)
+        _delete_model(self, check=False)
 
     def _free_handle(self):
-        cdef AOTInductorModelHandle handle = self._handle
-        cdef AOTIRuntimeError status
-        self._handle = NULL   # taken under the GIL: one closer deletes it
-        if handle != NULL:
-            with nogil:
-                status = self.library.fn.model_delete(handle)
-            self.library.check(status, "AOTInductorModelDelete")
+        _delete_model(self, check=True)
 
     @property
     def num_outputs(self):
@@ -974,6 +968,19 @@ cdef class Model(_HandleOwner):
                 self._weights_missing = False
         finally:
             _leave(self)
+
+
+cdef int _delete_model(Model self, bint check) except -1:
+    """As _delete_container, for a single model instance."""
+    cdef AOTInductorModelHandle handle = self._handle
+    cdef AOTIRuntimeError status = AOTI_RUNTIME_SUCCESS
+    self._handle = NULL
+    if handle != NULL:
+        with nogil:
+            status = self.library.fn.model_delete(handle)
+        if check:
+            self.library.check(status, "AOTInductorModelDelete")
+    return 0
 
 
 cdef object _describe_from_probe(Model self, object artifact, object constants):
