@@ -10,10 +10,11 @@
 # Works on a copy of the tree (AOTI_CY_SANITIZE_DIR, default
 # ${TMPDIR:-/tmp}/aoti_cy-sanitize): the instrumented extensions are built
 # in place there, so the normal build of the tree this script lives in is
-# never replaced. The copy is refreshed on each run and only what changed
-# is rebuilt (delete the folder for a clean build). Python (PYTHON, default python3) needs torch, Cython,
-# setuptools, pytest and hypothesis; the compiler is the system gcc, whose
-# libasan/libubsan are preloaded.
+# never replaced. The copy is refreshed on each run; the extensions are
+# rebuilt when a compiled source (csrc/, .pyx, .pxd, setup.py) changed.
+# Python (PYTHON, default python3) needs torch, Cython, setuptools, pytest
+# and hypothesis; the compiler is the system gcc, whose libasan/libubsan are
+# preloaded.
 #
 # Only aoti_cy's extensions are instrumented: Python, torch and the compiled
 # test models (model .so files from torch) stay as they are. libasan must be
@@ -24,7 +25,8 @@
 # - detect_leaks=0: LeakSanitizer over a whole Python + torch process reports
 #   the interpreter's and torch's intentional process-lifetime allocations
 #   (interned objects, op registries, thread pools) by the thousand; leaks in
-#   aoti_cy are tested by tests/test_stress.py (RSS and fds over 1e5 runs).
+#   aoti_cy are tested by tests/test_stress.py (RSS, fds and temp folders
+#   over 1e5 runs; under ASan fds and folders only: see UNDER_ASAN there).
 # - halt_on_error/abort_on_error, UBSan halt_on_error: the first report kills
 #   the process, so a report is a test-run failure, never a stderr line only.
 # - allocator_may_return_null=1: glibc malloc returns NULL for an impossible
@@ -41,8 +43,7 @@ work="${AOTI_CY_SANITIZE_DIR:-${TMPDIR:-/tmp}/aoti_cy-sanitize}"
 python="${PYTHON:-python3}"
 flags="-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1"
 
-# 1. A copy of the sources, without their build outputs (mtimes kept, so the
-#    copy's own instrumented outputs are rebuilt only where a source changed).
+# 1. A copy of the sources, without their build outputs.
 [ "$work" != "$src" ] || { echo "AOTI_CY_SANITIZE_DIR is the source tree" >&2; exit 1; }
 mkdir -p "$work"
 tar -C "$src" --exclude=./.git --exclude=./.venv --exclude=./build --exclude='*.so' \
@@ -53,9 +54,21 @@ cd "$work"
 # 2. The instrumented build. distutils appends CFLAGS to every compile
 #    (C++ included, after the interpreter's -O3, so -O1 wins) and LDFLAGS to
 #    every link; torch's BuildExtension keeps both.
+#    Everything is rebuilt (--force) when the compiled sources differ from
+#    the last build's: distutils does not see a changed header.
+sources_hash="$({ cat setup.py csrc/* aoti_cy/*.pyx aoti_cy/*.pxd aoti_cy/includes/*
+                  "$python" -c "import torch; print(torch.__version__)"; } | sha256sum)"
+force=()
+[ "$(cat build/asan/sources.sha256 2>/dev/null)" = "$sources_hash" ] || force=(--force)
+rm -f build/asan/sources.sha256
+set +e
 CC=/usr/bin/gcc CXX=/usr/bin/g++ CFLAGS="$flags" CXXFLAGS="$flags" LDFLAGS="$flags" \
-    "$python" setup.py build_ext --inplace -q --build-temp build/asan 2>&1 \
-    | grep -Ev "^(copying|running|creating|/usr/bin/g|warning: .*Cython)" || true
+    "$python" setup.py build_ext --inplace -q --build-temp build/asan "${force[@]}" 2>&1 \
+    | grep -Ev "^(copying|running|creating|/usr/bin/g|warning: .*Cython)"
+build_status=${PIPESTATUS[0]}
+set -e
+[ "$build_status" -eq 0 ] || { echo "the instrumented build failed" >&2; exit 1; }
+echo "$sources_hash" > build/asan/sources.sha256
 count=0
 for so in aoti_cy/*.so; do
     # Each extension must call into both runtimes, or it was not instrumented.
