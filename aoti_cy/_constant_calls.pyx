@@ -64,6 +64,24 @@ cdef tuple read_constant_infos(ModelLibrary lib, AOTInductorModelContainerHandle
     return tuple(infos)
 
 
+cdef int _fill_pairs(vector[AOTInductorConstantMapEntry]& pairs, list encoded,
+                     dict values) except -1:
+    """One (name, new handle) entry per value; ``encoded`` keeps the names'
+    bytes alive. On failure the handles made so far are freed."""
+    cdef size_t i, count = len(values)
+    pairs.resize(count)   # value-initialised: every handle NULL
+    encoded[:] = [name.encode() for name in values]
+    try:
+        for i, tensor in enumerate(values.values()):
+            pairs[i].name = <const char*>(<bytes>encoded[i])
+            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
+    except BaseException:
+        for i in range(count):
+            aoti_cy_free_handles(&pairs[i].handle, 1)
+        raise
+    return 0
+
+
 cdef dict extract_constants(ModelLibrary lib, AOTInductorModelContainerHandle handle,
                             bint use_inactive, bint copy):
     """Original FQN -> tensor of each constant that is not folded. Without
@@ -137,12 +155,9 @@ cdef update_constants(ModelLibrary lib, AOTInductorModelContainerHandle handle,
                  "AOTInductorModelContainerUpdateConstantBuffer")
     if pairs_entry == NULL:
         lib.require(<void*>map_entry, names[1].encode())
-    pairs.resize(count)
-    encoded = [name.encode() for name in values]
+    encoded = []
+    _fill_pairs(pairs, encoded, values)
     try:
-        for i, tensor in enumerate(values.values()):
-            pairs[i].name = <const char*>(<bytes>encoded[i])
-            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
         if pairs_entry != NULL:
             with nogil:
                 status = pairs_entry(handle, pairs.data(), count, inactive, full)
@@ -191,16 +206,8 @@ cdef update_model_constants(ModelLibrary lib, AOTInductorModelHandle handle, dic
     cdef unordered_map[string, AtenTensorHandle] constant_map
     cdef AOTIRuntimeError status
     cdef size_t i, count = len(values)
-    pairs.resize(count)
-    encoded = [name.encode() for name in values]
-    try:
-        for i, tensor in enumerate(values.values()):
-            pairs[i].name = <const char*>(<bytes>encoded[i])
-            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
-    except BaseException:
-        for i in range(count):   # the slots not yet made are still NULL
-            aoti_cy_free_handles(&pairs[i].handle, 1)
-        raise
+    encoded = []
+    _fill_pairs(pairs, encoded, values)
     # From here on the model owns the handles.
     if lib.fn.model_update_constants_map_v2 != NULL:
         with nogil:
@@ -214,3 +221,50 @@ cdef update_model_constants(ModelLibrary lib, AOTInductorModelHandle handle, dic
             status = lib.fn.model_update_constants_map(
                 handle, <AOTInductorConstantMapHandle>&constant_map)
         lib.check(status, "AOTInductorModelUpdateConstantsMap")
+
+
+cdef AOTInductorModelContainerHandle create_over_constants(
+        ModelLibrary lib, size_t num_models, const char* device,
+        const char* cubin_dir, dict values) except NULL:
+    """A container whose constants are ``values`` (internal name -> tensor
+    on the model's device, every constant), used in place: the runtime loads
+    no weights of its own, takes its own reference to each tensor's storage
+    (the handles stay ours, freed here) and folds constants at creation."""
+    cdef vector[AOTInductorConstantMapEntry] pairs
+    cdef AOTInductorModelContainerHandle handle = NULL
+    cdef AOTIRuntimeError status
+    cdef size_t i, count = len(values)
+    lib.require(<void*>lib.fn.container_create_with_external_constants,
+                "AOTInductorModelContainerCreateWithExternalConstants")
+    encoded = []
+    _fill_pairs(pairs, encoded, values)
+    try:
+        with nogil:
+            status = lib.fn.container_create_with_external_constants(
+                &handle, num_models, device, cubin_dir, pairs.data(), count)
+    finally:
+        for i in range(count):
+            aoti_cy_free_handles(&pairs[i].handle, 1)
+    lib.check(status, "AOTInductorModelContainerCreateWithExternalConstants")
+    return handle
+
+
+cdef bint did_call_load_constants(
+        ModelLibrary lib, AOTInductorModelContainerHandle handle) except -1:
+    """Whether the container's model loaded its constants itself (False for
+    a container made over external constants)."""
+    cdef cbool called = False
+    lib.require(<void*>lib.fn.container_did_call_load_constants,
+                "AOTInductorModelContainerDidCallLoadConstants")
+    lib.check(lib.fn.container_did_call_load_constants(handle, &called),
+              "AOTInductorModelContainerDidCallLoadConstants")
+    return called
+
+
+cdef set_pinned_async_copy(ModelLibrary lib, bint enabled):
+    """Turn the library's pinned async host-to-GPU constant copies on or off
+    (for every container of that library from now on)."""
+    lib.require(<void*>lib.fn.set_use_pinned_async_constants_copy,
+                "AOTInductorSetUsePinnedAsyncConstantsCopy")
+    lib.check(lib.fn.set_use_pinned_async_constants_copy(enabled),
+              "AOTInductorSetUsePinnedAsyncConstantsCopy")
