@@ -352,7 +352,7 @@ cdef class ModelContainer(_HandleOwner):
             _leave(self)
 
     @property
-    def external_constants(self):
+    def uses_external_constants(self):
         """Whether this container was created over the caller's tensors
         (``external_constants=``), which it then keeps alive."""
         return self._external_constants is not None

@@ -167,7 +167,7 @@ def main():
     mib = 1 << 20
     print(f"torch {torch.__version__}: {args.containers} containers of an MLP with "
           f"{weight_bytes / mib:.1f} MiB of weights "
-          f"({'in files beside' if args.weightless else 'in'} its .so); MiB added per process "
+          f"({'none in its package' if args.weightless else 'in its .so'}); MiB added per process "
           f"(median of {args.repeats})")
     print(f"{'scenario':18} " + " ".join(f"{k:>8}" for k in FIELDS))
     for name, r in results.items():

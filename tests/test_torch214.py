@@ -77,8 +77,10 @@ def torch_loader_output(path, inputs, constants=None):
 def test_external_constants_match_eager_and_torch(mlp, example):
     path, eager, constants = mlp
     x = example("mlp").inputs()
+    with aoti_cy.load(path) as own:
+        assert not own.uses_external_constants
     with aoti_cy.load(path, external_constants=constants) as model:
-        assert model.external_constants
+        assert model.uses_external_constants
         got = model(*x)
         torch.testing.assert_close(got, eager(*x))
         torch.testing.assert_close([got], torch_loader_output(path, x, constants))
