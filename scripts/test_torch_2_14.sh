@@ -32,6 +32,10 @@ fi
 # Model .so files must link libstdc++ dynamically (see scripts/gpu_check.sh).
 export CXX=/usr/bin/g++ CC=/usr/bin/gcc
 export AOTI_CY_CACHE="${AOTI_CY_CACHE:-$venv/model-cache}"
+# A private temporary folder: the tests that check aoti_cy leaves no
+# /tmp/aoti_cy-* folder behind must not see other processes' folders.
+export TMPDIR="$venv/tmp"
+rm -rf "$TMPDIR" && mkdir -p "$TMPDIR" || exit 1
 src="$venv/aoti_cy-src"
 log="${LOG:-$venv/test_torch_2_14.log}"
 rm -rf "$src" && mkdir -p "$src" || exit 1
