@@ -17,3 +17,9 @@ cdef unsigned long long constants_blob_size(
 cdef load_constants_blob(ModelLibrary lib, AOTInductorModelContainerHandle handle,
                          const unsigned char* data)
 cdef update_model_constants(ModelLibrary lib, AOTInductorModelHandle handle, dict values)
+cdef AOTInductorModelContainerHandle create_over_constants(
+    ModelLibrary lib, size_t num_models, const char* device,
+    const char* cubin_dir, dict values) except NULL
+cdef bint did_call_load_constants(
+    ModelLibrary lib, AOTInductorModelContainerHandle handle) except -1
+cdef set_pinned_async_copy(ModelLibrary lib, bint enabled)

@@ -32,11 +32,11 @@ cdef str _decode(const char* text):
 
 cdef tuple read_constant_infos(ModelLibrary lib, AOTInductorModelContainerHandle handle):
     """A ConstantInfo per constant, in the runtime's order."""
-    cdef size_t i, count = 0, data_size = 0
+    cdef size_t i, count, data_size
     cdef const char* name = NULL
     cdef const char* fqn = NULL
-    cdef cbool from_folded = False
-    cdef int32_t dtype = 0, kind = 0
+    cdef cbool from_folded
+    cdef int32_t dtype, kind
     lib.check(lib.fn.container_get_num_constants(handle, &count),
               "AOTInductorModelContainerGetNumConstants")
     infos = []
@@ -62,6 +62,24 @@ cdef tuple read_constant_infos(ModelLibrary lib, AOTInductorModelContainerHandle
             _decode(name), _decode(fqn), aoti_cy_dtype_from_scalar_type(dtype),
             bool(from_folded), kind_value, size_value))
     return tuple(infos)
+
+
+cdef int _fill_pairs(vector[AOTInductorConstantMapEntry]& pairs, list encoded,
+                     dict values) except -1:
+    """One (name, new handle) entry per value; ``encoded`` keeps the names'
+    bytes alive. On failure the handles made so far are freed."""
+    cdef size_t i, count = len(values)
+    pairs.resize(count)   # value-initialised: every handle NULL
+    encoded[:] = [name.encode() for name in values]
+    try:
+        for i, tensor in enumerate(values.values()):
+            pairs[i].name = <const char*>(<bytes>encoded[i])
+            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
+    except BaseException:
+        for i in range(count):
+            aoti_cy_free_handles(&pairs[i].handle, 1)
+        raise
+    return 0
 
 
 cdef dict extract_constants(ModelLibrary lib, AOTInductorModelContainerHandle handle,
@@ -111,7 +129,7 @@ cdef update_constants(ModelLibrary lib, AOTInductorModelContainerHandle handle,
     cdef cbool inactive = use_inactive, full = full_update
     cdef ContainerUpdatePairsFn pairs_entry
     cdef ContainerUpdateMapFn map_entry
-    from_cpu = device.type != "cpu" and any([t.device.type == "cpu" for t in values.values()])
+    from_cpu = device.type != "cpu" and any(t.device.type == "cpu" for t in values.values())
     if user_managed and from_cpu:
         raise ValueError("user_managed constants must be on the model's device "
                          f"({device}); CPU tensors can only be copied")
@@ -137,7 +155,7 @@ cdef update_constants(ModelLibrary lib, AOTInductorModelContainerHandle handle,
                  "AOTInductorModelContainerUpdateConstantBuffer")
     if pairs_entry == NULL:
         lib.require(<void*>map_entry, names[1].encode())
-    encoded = [name.encode() for name in values]
+    encoded = []
     _fill_pairs(pairs, encoded, values)
     try:
         if pairs_entry != NULL:
@@ -184,8 +202,8 @@ cdef update_model_constants(ModelLibrary lib, AOTInductorModelHandle handle, dic
     cdef vector[AOTInductorConstantMapEntry] pairs
     cdef unordered_map[string, AtenTensorHandle] constant_map
     cdef AOTIRuntimeError status
-    cdef size_t count = len(values)
-    encoded = [name.encode() for name in values]
+    cdef size_t i, count = len(values)
+    encoded = []
     _fill_pairs(pairs, encoded, values)
     # From here on the model owns the handles.
     if lib.fn.model_update_constants_map_v2 != NULL:
@@ -201,23 +219,6 @@ cdef update_model_constants(ModelLibrary lib, AOTInductorModelHandle handle, dic
         lib.check(status, "AOTInductorModelUpdateConstantsMap")
 
 
-cdef int _fill_pairs(vector[AOTInductorConstantMapEntry]& pairs, list encoded,
-                     dict values) except -1:
-    """One name/handle pair per value (``encoded``: the names as bytes, kept
-    alive by the caller); on failure the handles made so far are freed."""
-    cdef size_t i
-    pairs.resize(len(values))
-    try:
-        for i, tensor in enumerate(values.values()):
-            pairs[i].name = <const char*>(<bytes>encoded[i])
-            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
-    except BaseException:
-        for i in range(pairs.size()):   # the slots not yet made are still NULL
-            aoti_cy_free_handles(&pairs[i].handle, 1)
-        raise
-    return 0
-
-
 cdef void _as_map(vector[AOTInductorConstantMapEntry]& pairs,
                   unordered_map[string, AtenTensorHandle]& constant_map):
     # Older models take a std::unordered_map; this assumes the model was
@@ -225,3 +226,50 @@ cdef void _as_map(vector[AOTInductorConstantMapEntry]& pairs,
     cdef size_t i
     for i in range(pairs.size()):
         constant_map[string(pairs[i].name)] = pairs[i].handle
+
+
+cdef AOTInductorModelContainerHandle create_over_constants(
+        ModelLibrary lib, size_t num_models, const char* device,
+        const char* cubin_dir, dict values) except NULL:
+    """A container whose constants are ``values`` (internal name -> tensor
+    on the model's device, every constant), used in place: the runtime loads
+    no weights of its own, takes its own reference to each tensor's storage
+    (the handles stay ours, freed here) and folds constants at creation."""
+    cdef vector[AOTInductorConstantMapEntry] pairs
+    cdef AOTInductorModelContainerHandle handle = NULL
+    cdef AOTIRuntimeError status
+    cdef size_t i, count = len(values)
+    lib.require(<void*>lib.fn.container_create_with_external_constants,
+                "AOTInductorModelContainerCreateWithExternalConstants")
+    encoded = []
+    _fill_pairs(pairs, encoded, values)
+    try:
+        with nogil:
+            status = lib.fn.container_create_with_external_constants(
+                &handle, num_models, device, cubin_dir, pairs.data(), count)
+    finally:
+        for i in range(count):
+            aoti_cy_free_handles(&pairs[i].handle, 1)
+    lib.check(status, "AOTInductorModelContainerCreateWithExternalConstants")
+    return handle
+
+
+cdef bint did_call_load_constants(
+        ModelLibrary lib, AOTInductorModelContainerHandle handle) except -1:
+    """Whether the container's model loaded its constants itself (False for
+    a container made over external constants)."""
+    cdef cbool called = False
+    lib.require(<void*>lib.fn.container_did_call_load_constants,
+                "AOTInductorModelContainerDidCallLoadConstants")
+    lib.check(lib.fn.container_did_call_load_constants(handle, &called),
+              "AOTInductorModelContainerDidCallLoadConstants")
+    return called
+
+
+cdef set_pinned_async_copy(ModelLibrary lib, bint enabled):
+    """Turn the library's pinned async host-to-GPU constant copies on or off
+    (for every container of that library from now on)."""
+    lib.require(<void*>lib.fn.set_use_pinned_async_constants_copy,
+                "AOTInductorSetUsePinnedAsyncConstantsCopy")
+    lib.check(lib.fn.set_use_pinned_async_constants_copy(enabled),
+              "AOTInductorSetUsePinnedAsyncConstantsCopy")

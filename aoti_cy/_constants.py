@@ -120,10 +120,12 @@ class ConstantTable:
             if problem:
                 wrong.append(problem)
                 continue
-            # The runtime copies the whole storage from the data pointer, so
-            # hand it a tensor whose storage is exactly its own elements.
-            if (not tensor.is_contiguous() or tensor.storage_offset() != 0
-                    or tensor.untyped_storage().nbytes() != tensor.nbytes):
+            # A copy reads the whole storage from the data pointer, so hand it
+            # a tensor whose storage is exactly its own elements; memory used
+            # in place (a view into a larger mapping) need only be contiguous.
+            if not tensor.is_contiguous() or (not uncopied and (
+                    tensor.storage_offset() != 0
+                    or tensor.untyped_storage().nbytes() != tensor.nbytes)):
                 tensor = tensor.clone(memory_format=torch.contiguous_format)
             if (uncopied and info.name not in self.shapes and info.data_size
                     and tensor.nbytes < info.data_size):

@@ -50,6 +50,9 @@ cdef struct AOTIFunctions:
     ContainerUpdateFromBlobFn model_update_constants_from_blob
     ModelCreateV2Fn model_create_v2
     ModelUpdateConstantsMapV2Fn model_update_constants_map_v2
+    ContainerCreateWithExternalConstantsFn container_create_with_external_constants
+    ContainerDidCallLoadConstantsFn container_did_call_load_constants
+    SetUsePinnedAsyncConstantsCopyFn set_use_pinned_async_constants_copy
     GetLastErrorFn get_last_error
 
 

@@ -87,6 +87,9 @@ SYMBOLS = (
     ("AOTInductorModelUpdateConstantsFromBlob", False, _slot(&_LAYOUT.model_update_constants_from_blob)),
     ("AOTInductorModelCreateV2", False, _slot(&_LAYOUT.model_create_v2)),
     ("AOTInductorModelUpdateConstantsMapV2", False, _slot(&_LAYOUT.model_update_constants_map_v2)),
+    ("AOTInductorModelContainerCreateWithExternalConstants", False, _slot(&_LAYOUT.container_create_with_external_constants)),
+    ("AOTInductorModelContainerDidCallLoadConstants", False, _slot(&_LAYOUT.container_did_call_load_constants)),
+    ("AOTInductorSetUsePinnedAsyncConstantsCopy", False, _slot(&_LAYOUT.set_use_pinned_async_constants_copy)),
     ("AOTInductorGetLastError", False, _slot(&_LAYOUT.get_last_error)),
 )
 REQUIRED_SYMBOLS = tuple(name for name, required, _ in SYMBOLS if required)

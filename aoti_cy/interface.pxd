@@ -68,6 +68,7 @@ cdef class ModelContainer(_HandleOwner):
     cdef ExecutorFailedFn _executor_failed  # whether one of its calls failed here
     cdef object _proxy_executor_owner  # the Python object that owns it
     cdef object _graphs            # aoti_cy.cuda_graphs.GraphRunner, or None
+    cdef dict _external_constants  # the caller's tensors it runs on, or None
 
 
 cdef class Model(_HandleOwner):

@@ -31,6 +31,7 @@ from libc.stdint cimport uintptr_t
 from libcpp cimport bool as cbool
 
 import threading
+import weakref
 
 import numpy
 import torch
@@ -53,8 +54,9 @@ from aoti_cy._call_checks cimport (
     check_input_handles, free_input_guards, input_guards_for, input_sequence,
     stream_pointer)
 from aoti_cy._constant_calls cimport (
-    constants_blob_size, extract_constants, load_constants_blob, read_constant_infos,
-    update_constants, update_model_constants)
+    constants_blob_size, create_over_constants, did_call_load_constants, extract_constants,
+    load_constants_blob, read_constant_infos, set_pinned_async_copy, update_constants,
+    update_model_constants)
 from aoti_cy._library cimport ModelLibrary, current_cuda_stream
 
 from aoti_cy import _package, cuda_graphs as _cuda_graphs
@@ -202,6 +204,21 @@ cdef class ModelContainer(_HandleOwner):
     the package's extern nodes; :func:`aoti_cy.load` does so itself). A
     failed op's reason is added to the run's AOTIError.
 
+    External constants: ``external_constants`` (original FQN or internal
+    name -> tensor on the model's device, every constant) makes the
+    container run on the caller's tensors, zero-copy: the package's own
+    weights are never loaded (see :func:`load`). To check them, the first
+    such container of a library makes a short-lived ordinary one (a
+    transient copy of any weights the `.so` holds). Needs a model built by
+    torch >= 2.14 (AOTInductorModelContainerCreateWithExternalConstants).
+
+    ``pinned_async_copy`` (CUDA models, torch >= 2.14): True stages host-to-GPU
+    weight copies through pinned buffers, asynchronously; False turns that
+    off; None (default) leaves the library's setting (the environment
+    variable AOTI_COPY_USE_PINNED_ASYNC decides until one is made). It is a
+    setting of the model library, not of one container: it applies to every
+    later weight upload of every container of that `.so`.
+
     Thread safety: ``run`` may be called from any number of threads at once;
     ``close`` waits for runs and constant updates in flight and makes later
     calls raise. Updating the *active* constants while other threads run the
@@ -218,12 +235,19 @@ cdef class ModelContainer(_HandleOwner):
 
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None,
                  *, check_inputs=True, proxy_executor=None, cuda_graphs=False,
-                 max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS, static_outputs=False):
+                 max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS, static_outputs=False,
+                 external_constants=None, pinned_async_copy=None):
         if self.library is not None:
             raise RuntimeError("ModelContainer.__init__ called twice")
         if not isinstance(num_models, int) or num_models < 1:
             raise ValueError(f"num_models must be a positive int, got {num_models!r}")
         self._device, self._device_type, self._device_index = parse_device(device)
+        if pinned_async_copy is not None and not isinstance(pinned_async_copy, bool):
+            raise TypeError(f"pinned_async_copy must be None, True or False, "
+                            f"got {pinned_async_copy!r}")
+        if pinned_async_copy and self._device_type != AOTI_CY_DEVICE_CUDA:
+            raise ValueError(f"pinned_async_copy=True is for CUDA models: a model on "
+                             f"{self._device} never copies its weights to a GPU")
         if proxy_executor is not None:
             # Runs hand the model this executor for its fallback ops; the
             # container keeps it alive for as long as it can run.
@@ -236,6 +260,10 @@ cdef class ModelContainer(_HandleOwner):
             self._executor_failed = <ExecutorFailedFn><uintptr_t>failure_check
             self._proxy_executor_owner = proxy_executor
         self.library = open_library(library_path)
+        if pinned_async_copy is not None:
+            set_pinned_async_copy(self.library, pinned_async_copy)
+        if external_constants is not None:
+            self._external_constants = _external_values(self, external_constants, cubin_dir)
         _create_container(self, num_models, cubin_dir)
         # The container copied the weights embedded in the .so: let the
         # kernel drop the pages they were read from.
@@ -310,6 +338,27 @@ cdef class ModelContainer(_HandleOwner):
     def library_path(self):
         """Path of the model `.so` this container was created from."""
         return self.library.path
+
+    @property
+    def did_call_load_constants(self):
+        """Whether the runtime loaded this container's weights itself (from
+        the `.so`, or found none there to load): True for every container
+        but one created over ``external_constants``. It does not say whether
+        the constants have values: a package whose weights live outside the
+        `.so` has none until they are given, and still answers True. Needs
+        AOTInductorModelContainerDidCallLoadConstants (torch >= 2.14)."""
+        _check_open(self)
+        _enter(self)
+        try:
+            return did_call_load_constants(self.library, self._handle)
+        finally:
+            _leave(self)
+
+    @property
+    def uses_external_constants(self):
+        """Whether this container was created over the caller's tensors
+        (``external_constants=``), which it then keeps alive."""
+        return self._external_constants is not None
 
     def __repr__(self):
         return _HandleOwner.__repr__(self).replace(" (", f" on {self._device} (", 1)
@@ -525,7 +574,12 @@ cdef _create_container(ModelContainer self, size_t num_models, object cubin_dir)
     cdef cbool is_cpu = self._device_type == AOTI_CY_DEVICE_CPU
     if cubin is not None:
         cubin_ptr = cubin
-    if lib.fn.container_create_with_device != NULL:
+    if self._external_constants is not None:
+        # Folds constants at creation, on the device's default stream.
+        with torch.cuda.device(self._device_index if not is_cpu else -1):
+            handle = create_over_constants(lib, num_models, device_ptr, cubin_ptr,
+                                           self._external_constants)
+    elif lib.fn.container_create_with_device != NULL:
         with nogil:
             status = lib.fn.container_create_with_device(
                 &handle, num_models, device_ptr, cubin_ptr)
@@ -551,6 +605,43 @@ cdef int _delete_container(ModelContainer self, bint check) except -1:
         if check:
             self.library.check(status, "AOTInductorModelContainerDelete")
     return 0
+
+
+# ModelLibrary -> (ConstantInfo per constant, {internal name: shape}) from a
+# short-lived container of that library: what checks external constants.
+_descriptions = weakref.WeakKeyDictionary()
+
+
+cdef dict _external_values(ModelContainer self, object mapping, object cubin_dir):
+    """The caller's tensors, checked, for a container created over them:
+    {internal name: tensor}, every constant, each on the model's device."""
+    cdef ModelContainer probe
+    self.library.require(<void*>self.library.fn.container_create_with_external_constants,
+                         "AOTInductorModelContainerCreateWithExternalConstants")
+    described = _descriptions.get(self.library)
+    if described is None:
+        # The runtime reports constants only through a container: one made
+        # once per library, the usual way (a transient copy of any weights
+        # the .so holds), names what the caller's tensors must match.
+        probe = ModelContainer(self.library.path, device=self._device,
+                               cubin_dir=cubin_dir, check_inputs=False)
+        with probe:
+            table = _constant_table(probe)
+            described = _descriptions[self.library] = (table.constants, table.shapes)
+    table = ConstantTable(described[0], described[1], self._device)
+    if self._proxy_executor != NULL and any([c.from_folded for c in table.constants]):
+        raise PackageError(
+            f"{self.library.path} folds constants and calls fallback ops through a "
+            f"proxy executor; the runtime folds external constants at creation "
+            f"without one. Load it without external_constants")
+    # The runtime keeps these tensors as they are (a view of the memory).
+    values = table.checked_update(mapping, full_update=True, uncopied=True)
+    elsewhere = sorted(table.lookup(name).original_fqn for name, t in values.items()
+                       if t.device != self._device)
+    if elsewhere:
+        raise ValueError(f"external constants must be on the model's device "
+                         f"({self._device}), they are used in place: {elsewhere} are not")
+    return values
 
 
 cdef str _decode(const char* text):
@@ -802,7 +893,7 @@ cdef _note_active_constants(ModelContainer self):
 
 def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True,
          cuda_graphs=False, max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS,
-         static_outputs=False):
+         static_outputs=False, external_constants=None, pinned_async_copy=None):
     """Load an AOTInductor artifact and return a :class:`ModelContainer`.
 
     ``path`` is a `.pt2` package (from ``aoti_compile_and_package``), an
@@ -813,6 +904,19 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
     graphs captured per input signature (at most ``max_graphs`` per model
     instance; ``static_outputs=True`` returns the graphs' own output
     buffers): see :mod:`aoti_cy.cuda_graphs`.
+
+    ``external_constants`` (original FQN or internal name -> tensor on the
+    model's device, every constant) creates the container over those tensors
+    instead of the package's weights, which are then never read: no copy is
+    made, so weights memory-mapped from a file (``safetensors.safe_open``,
+    ``torch.load(..., mmap=True)``) stay in the page cache, and several
+    containers (or processes mapping the same file) share one copy. The
+    container keeps the tensors alive and sees later in-place changes to
+    them. Values are checked (names, dtypes, shapes, devices) first; a
+    non-contiguous one, or where the package holds no weights to learn the
+    shapes from, one shorter than its 64-byte aligned slot, is copied.
+    Needs a model built by torch >= 2.14.
+    ``pinned_async_copy`` is as for :class:`ModelContainer`.
     """
     cdef ModelContainer container
     artifact = _package.open_artifact(path, model_name)
@@ -823,9 +927,11 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
             artifact.library_path, device=device, num_models=num_models,
             cubin_dir=artifact.cubin_dir, check_inputs=check_inputs,
             proxy_executor=executor_for(artifact.library_path, device),
-            cuda_graphs=cuda_graphs, max_graphs=max_graphs, static_outputs=static_outputs)
+            cuda_graphs=cuda_graphs, max_graphs=max_graphs, static_outputs=static_outputs,
+            external_constants=external_constants, pinned_async_copy=pinned_async_copy)
         container._package = artifact
-        artifact.load_weights_into(container)
+        if external_constants is None:
+            artifact.load_weights_into(container)
     except BaseException:
         artifact.cleanup()
         raise

@@ -51,6 +51,13 @@ ctypedef AOTIRuntimeError (*ContainerCreateWithDeviceFn)(
     const char* device_str, const char* cubin_dir) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerDeleteFn)(
     AOTInductorModelContainerHandle) noexcept nogil
+# torch >= 2.14: a container over the caller's tensors (no weights loaded from
+# the .so; the runtime takes its own reference to each tensor, the handles
+# stay the caller's), constants folded at creation.
+ctypedef AOTIRuntimeError (*ContainerCreateWithExternalConstantsFn)(
+    AOTInductorModelContainerHandle*, size_t num_models, const char* device_str,
+    const char* cubin_dir, const AOTInductorConstantMapEntry* constant_entries,
+    size_t num_constant_entries) noexcept nogil
 
 # --- running ----------------------------------------------------------------
 # Input handles are stolen (the model nulls each one it takes); the arrays
@@ -103,6 +110,13 @@ ctypedef AOTIRuntimeError (*ContainerGetBlobSizeFn)(
     AOTInductorModelContainerHandle, uint64_t* ret) noexcept nogil
 ctypedef AOTIRuntimeError (*ContainerUpdateFromBlobFn)(
     AOTInductorModelContainerHandle, const uint8_t* blob) noexcept nogil
+# torch >= 2.14: whether the container's model ran load_constants() (every
+# container made by Create*, not one made over external constants).
+ctypedef AOTIRuntimeError (*ContainerDidCallLoadConstantsFn)(
+    AOTInductorModelContainerHandle, cbool* ret) noexcept nogil
+# torch >= 2.14: a setting of the model library (not of one container):
+# staged pinned-memory async copies for host-to-GPU weight uploads.
+ctypedef AOTIRuntimeError (*SetUsePinnedAsyncConstantsCopyFn)(cbool enabled) noexcept nogil
 
 # --- single-instance model ----------------------------------------------------
 ctypedef AOTIRuntimeError (*ModelCreateFn)(
