@@ -32,11 +32,11 @@ cdef str _decode(const char* text):
 
 cdef tuple read_constant_infos(ModelLibrary lib, AOTInductorModelContainerHandle handle):
     """A ConstantInfo per constant, in the runtime's order."""
-    cdef size_t i, count, data_size
+    cdef size_t i, count = 0, data_size = 0
     cdef const char* name = NULL
     cdef const char* fqn = NULL
-    cdef cbool from_folded
-    cdef int32_t dtype, kind
+    cdef cbool from_folded = False
+    cdef int32_t dtype = 0, kind = 0
     lib.check(lib.fn.container_get_num_constants(handle, &count),
               "AOTInductorModelContainerGetNumConstants")
     infos = []
@@ -129,7 +129,7 @@ cdef update_constants(ModelLibrary lib, AOTInductorModelContainerHandle handle,
     cdef cbool inactive = use_inactive, full = full_update
     cdef ContainerUpdatePairsFn pairs_entry
     cdef ContainerUpdateMapFn map_entry
-    from_cpu = device.type != "cpu" and any(t.device.type == "cpu" for t in values.values())
+    from_cpu = device.type != "cpu" and any([t.device.type == "cpu" for t in values.values()])
     if user_managed and from_cpu:
         raise ValueError("user_managed constants must be on the model's device "
                          f"({device}); CPU tensors can only be copied")
@@ -202,7 +202,7 @@ cdef update_model_constants(ModelLibrary lib, AOTInductorModelHandle handle, dic
     cdef vector[AOTInductorConstantMapEntry] pairs
     cdef unordered_map[string, AtenTensorHandle] constant_map
     cdef AOTIRuntimeError status
-    cdef size_t i, count = len(values)
+    cdef size_t count = len(values)
     encoded = []
     _fill_pairs(pairs, encoded, values)
     # From here on the model owns the handles.

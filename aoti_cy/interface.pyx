@@ -636,8 +636,8 @@ cdef dict _external_values(ModelContainer self, object mapping, object cubin_dir
             f"without one. Load it without external_constants")
     # The runtime keeps these tensors as they are (a view of the memory).
     values = table.checked_update(mapping, full_update=True, uncopied=True)
-    elsewhere = sorted(table.lookup(name).original_fqn for name, t in values.items()
-                       if t.device != self._device)
+    elsewhere = sorted([table.lookup(name).original_fqn for name, t in values.items()
+                        if t.device != self._device])
     if elsewhere:
         raise ValueError(f"external constants must be on the model's device "
                          f"({self._device}), they are used in place: {elsewhere} are not")
