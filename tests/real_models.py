@@ -9,7 +9,7 @@ example call it is exported with, and fresh calls to compare on.
 import torch
 from torch.export import Dim
 
-from aoti_cy.testing import compile_package, make_model
+from aoti_cy.testing import ModelSpec, compile_multi_package, compile_package, make_model
 
 transformers = __import__("pytest").importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -208,3 +208,11 @@ def perturbed_state_dict(module, seed=7):
             noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
             parameter.add_(0.05 * noise.to(parameter.device))
     return module.state_dict()
+
+
+def gpt2_and_vit_package():
+    """A package of two models, "gpt2" and "vit" (updatable constants)."""
+    specs = {name: ModelSpec(REAL_MODELS[name].model_cls, *REAL_MODELS[name].call(),
+                             init_args=(REAL_MODELS[name].config,))
+             for name in ("gpt2", "vit")}
+    return compile_multi_package(specs, inductor_configs=UPDATABLE)

@@ -14,8 +14,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import aoti_cy
-from aoti_cy.testing import ModelSpec, compile_multi_package
-from real_models import (DYNAMIC_SEQ, KV_CACHE_MODEL, REAL_MODELS, UPDATABLE,
+from real_models import (DYNAMIC_SEQ, KV_CACHE_MODEL, REAL_MODELS, UPDATABLE, gpt2_and_vit_package,
                          perturbed_state_dict)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -168,9 +167,7 @@ def test_package_without_weights_refuses_to_run_until_given_them():
 
 def test_two_models_in_one_package():
     gpt2, vit = REAL_MODELS["gpt2"], REAL_MODELS["vit"]
-    specs = {name: ModelSpec(real.model_cls, *real.call(), init_args=(real.config,))
-             for name, real in (("gpt2", gpt2), ("vit", vit))}
-    path = compile_multi_package(specs, inductor_configs=UPDATABLE)
+    path = gpt2_and_vit_package()
     for name, real in (("gpt2", gpt2), ("vit", vit)):
         args, kwargs = real.call(seed=5)
         want = eager_output(real, real.eager(), args, kwargs)

@@ -16,10 +16,10 @@ import torch._inductor.package
 
 import aoti_cy
 from aoti_cy import _cpp_build
-from aoti_cy.testing import MLP, ModelSpec, compile_multi_package, compile_package, make_model
+from aoti_cy.testing import MLP, compile_package, make_model
 from aoti_cy.testing import Nested, nested_call_args
 from conftest import run_in_threads
-from real_models import REAL_MODELS, UPDATABLE, perturbed_state_dict
+from real_models import REAL_MODELS, UPDATABLE, gpt2_and_vit_package, perturbed_state_dict
 
 TORCH_AOTI_LOAD_PACKAGE = torch._inductor.aoti_load_package
 
@@ -240,9 +240,7 @@ def test_update_constant_buffer_inactive_and_swap(api):
 
 def test_several_models_in_one_package(api):
     gpt2, vit = REAL_MODELS["gpt2"], REAL_MODELS["vit"]
-    specs = {name: ModelSpec(real.model_cls, *real.call(), init_args=(real.config,))
-             for name, real in (("gpt2", gpt2), ("vit", vit))}
-    path = compile_multi_package(specs, inductor_configs=UPDATABLE)
+    path = gpt2_and_vit_package()
     for name, real in (("gpt2", gpt2), ("vit", vit)):
         args, kwargs = real.call(seed=5)
         ours = api.load_package(path, name)
