@@ -17,6 +17,8 @@ That process is a child of this one, because torch's loader segfaults on
 some packages (pickle_weights, or no weights): if the child dies, aoti_cy is
 timed alone in this process and the output says torch crashed, and how.
 Without --compare-torch, aoti_cy is timed here, with no child.
+On CUDA every call is timed until its outputs are ready (a synchronize after
+each call, in every variant); --cuda-graphs adds "aoti_cy graphs model(...)".
 """
 
 
@@ -50,7 +52,8 @@ def bench_command(args):
     config = {"path": args.path, "model_name": args.model_name,
               "inputs": args.inputs or args.path + ".inputs.pt", "iters": args.iters,
               "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
-              "num_models": args.num_models, "imports": args.imports}
+              "num_models": args.num_models, "imports": args.imports,
+              "cuda_graphs": args.cuda_graphs}
     try:
         report = _bench.bench(config, compare_torch=args.compare_torch,
                               progress=sys.stderr.isatty() and not args.json)
@@ -107,6 +110,9 @@ def _parser():
     p.add_argument("--num-models", type=int, default=1)
     p.add_argument("--compare-torch", action="store_true",
                    help="also time torch's own loader, interleaved (see below)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="also time model(...) of the package loaded with cuda_graphs=True "
+                        "(CUDA models)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--import", **imports)
     p.set_defaults(run=bench_command)

@@ -135,20 +135,49 @@ def _summary(latencies, wall, block_medians):
 
 
 def _aoti_cy_variants(config, args, kwargs):
+    """aoti_cy's timed calls and the containers they use (to close)."""
     import aoti_cy
     from aoti_cy._call import CallSpec
     model = aoti_cy.load(config["path"], model_name=config["model_name"],
                          num_models=config["num_models"])
-    args, kwargs = _to(args, model.device), _to(kwargs, model.device)
+    opened = [model]
     try:
-        flat = CallSpec(*model.call_spec, model.num_inputs).flatten(args, kwargs)
-        model(*args, **kwargs)
-    except TypeError as e:
-        model.close()
-        raise BenchUsageError(f"{e} (here: --import MODULE)") from None
-    variants = {"aoti_cy run": lambda: model.run(flat),
-                "aoti_cy model(...)": lambda: model(*args, **kwargs)}
-    return model, flat, variants
+        args, kwargs = _to(args, model.device), _to(kwargs, model.device)
+        try:
+            flat = CallSpec(*model.call_spec, model.num_inputs).flatten(args, kwargs)
+            model(*args, **kwargs)
+        except TypeError as e:
+            raise BenchUsageError(f"{e} (here: --import MODULE)") from None
+        variants = {"aoti_cy run": lambda: model.run(flat),
+                    "aoti_cy model(...)": lambda: model(*args, **kwargs)}
+        if config.get("cuda_graphs"):
+            variants[GRAPHS] = _graphed_call(config, model, opened, args, kwargs)
+    except BaseException:
+        for container in opened:
+            container.close()
+        raise
+    return opened, flat, variants
+
+
+def _graphed_call(config, model, opened, args, kwargs):
+    """``model(...)`` of the package loaded with ``cuda_graphs=True``."""
+    import warnings
+
+    import aoti_cy
+    from aoti_cy.cuda_graphs import GraphsUnavailable
+    if model.device.type != "cuda":
+        raise BenchUsageError(f"--cuda-graphs needs a CUDA model; this one runs on "
+                              f"{model.device}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphsUnavailable)
+        try:
+            graphed = aoti_cy.load(config["path"], model_name=config["model_name"],
+                                   num_models=config["num_models"], cuda_graphs=True)
+            opened.append(graphed)
+            graphed(*args, **kwargs)            # warm up and capture
+        except GraphsUnavailable as e:
+            raise BenchUsageError(f"--cuda-graphs: {e}") from None
+    return lambda: graphed(*args, **kwargs)
 
 
 def _torch_variants(config, args, kwargs, flat, device):
@@ -167,23 +196,41 @@ def measure(config, *, with_torch, progress=False):
     import torch
     _import_modules(config["imports"])
     args, kwargs = load_call(config["inputs"])
-    model, flat, variants = _aoti_cy_variants(config, args, kwargs)
-    report = {"torch_version": torch.__version__, "device": str(model.device)}
+    opened, flat, variants = _aoti_cy_variants(config, args, kwargs)
+    device = opened[0].device
+    report = {"torch_version": torch.__version__, "device": str(device)}
     try:
         if with_torch:
             try:
-                variants.update(_torch_variants(config, args, kwargs, flat, model.device))
+                variants.update(_torch_variants(config, args, kwargs, flat, device))
                 for name in ("torch loader.run", "torch model(...)"):
                     variants[name]()        # fail here, before any timing
             except Exception as e:  # noqa: BLE001 - reported; aoti_cy still timed
                 variants = {k: v for k, v in variants.items() if k.startswith("aoti_cy")}
                 report["torch_error"] = f"{type(e).__name__}: {e}"
+        if device.type == "cuda":
+            variants = _until_ready(variants, device)
         report["results"] = time_interleaved(
             variants, iters=config["iters"], repeats=config["repeats"],
             warmup=config["warmup"], threads=config["threads"], progress=progress)
     finally:
-        model.close()
+        for container in opened:
+            container.close()
     return report
+
+
+def _until_ready(variants, device):
+    """CUDA calls return before the GPU is done: time each one until its
+    outputs are ready (a synchronize, the same cost in every variant)."""
+    import torch
+    sync = torch.cuda.synchronize
+
+    def timed(call):
+        def call_and_wait():
+            call()
+            sync(device)
+        return call_and_wait
+    return {name: timed(call) for name, call in variants.items()}
 
 
 def _child_main(argv):
@@ -233,7 +280,9 @@ def bench(config, *, compare_torch, progress=False):
 # ---- wording -------------------------------------------------------------------
 
 
-PAIRS = (("aoti_cy run", "torch loader.run"), ("aoti_cy model(...)", "torch model(...)"))
+GRAPHS = "aoti_cy graphs model(...)"
+PAIRS = (("aoti_cy run", "torch loader.run"), ("aoti_cy model(...)", "torch model(...)"),
+         (GRAPHS, "torch model(...)"))
 
 
 def comparisons(results):
@@ -279,6 +328,9 @@ def format_report(report):
              f"per variant, {report['threads']} thread(s), num_models={report['num_models']}, "
              f"torch {report['torch_version']}",
              f"measured in {report['measured_in']}"]
+    if report["device"].startswith("cuda"):
+        lines.append("each CUDA call is timed until its outputs are ready (a synchronize "
+                     "after every call, in every variant)")
     if report.get("torch_crash"):
         lines.append(f"torch crashed: {report['torch_crash']}; aoti_cy's figures below "
                      f"are from this process, without torch")

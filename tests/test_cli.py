@@ -336,6 +336,29 @@ def test_bench_threads_text(package):
     assert "2 thread(s), num_models=2" in done.stdout
 
 
+def test_bench_cuda_graphs_needs_a_cuda_model(package):
+    done = cli("bench", package("add_one"), "--iters", 10, "--repeats", 2, "--cuda-graphs")
+    assert done.returncode == 2
+    assert "--cuda-graphs needs a CUDA model; this one runs on cpu" in done.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bench_cuda_graphs_column():
+    from aoti_cy.testing import EXAMPLES
+    done = cli("bench", EXAMPLES["mlp"].package("cuda"), "--iters", 200, "--repeats", 4,
+               "--warmup", 5, "--cuda-graphs", "--compare-torch", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["device"] == "cuda:0"
+    assert list(report["results"]) == ["aoti_cy run", "aoti_cy model(...)",
+                                       "aoti_cy graphs model(...)", "torch loader.run",
+                                       "torch model(...)"]
+    assert all(r["calls"] == 200 for r in report["results"].values())
+    pairs = {(c["aoti_cy"], c["torch"]) for c in report["comparisons"]}
+    assert ("aoti_cy graphs model(...)", "torch model(...)") in pairs
+
+
 def test_demo():
     done = cli("demo", "--calls", 10)
     assert done.returncode == 0, done.stderr

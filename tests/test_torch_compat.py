@@ -396,8 +396,8 @@ def build_cache(tmp_path, monkeypatch):
     return folder
 
 
-def cpp_only_package():
-    return compile_package(MLP, [torch.randn(16, 64)],
+def cpp_only_package(device="cpu"):
+    return compile_package(MLP, [torch.randn(16, 64, device=device)], device=device,
                            inductor_configs={"aot_inductor.package_cpp_only": True})
 
 
@@ -438,6 +438,27 @@ def test_cpp_only_package_is_built_once_and_cached(build_cache):
     with aoti_cy.patch_torch():
         patched = torch._inductor.aoti_load_package(path)
     assert patched.loader.container.library_path == library
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cpp_only_cuda_package(build_cache):
+    path = cpp_only_package("cuda")
+    x = torch.randn(16, 64, device="cuda")
+    with torch.no_grad():
+        want = make_model(MLP, device="cuda")(x)
+    ours = aoti_cy.aoti_load_package(path)
+    library = ours.loader.container.library_path
+    assert library.startswith(str(build_cache))
+    assert ours.loader.container.device == torch.device("cuda", 0)
+    theirs = torch_load(path)
+    got = ours(x)
+    assert got.is_cuda
+    assert_same(got, want)
+    assert_same(got, theirs(x))
+    again = aoti_cy.aoti_load_package(path)   # cached: same library, nothing rebuilt
+    assert again.loader.container.library_path == library
+    assert_same(again(x), want)
 
 
 def test_cpp_only_build_failure_names_the_compiler_output(build_cache, tmp_path):
