@@ -108,6 +108,10 @@ class CapturedRun:
                     raise ValueError(
                         f"a captured run needs inputs of shape {tuple(static.shape)} "
                         f"and dtype {static.dtype}, got {tuple(new.shape)} {new.dtype}")
+                if new.device != static.device:
+                    # copy_ would quietly move it across: refuse as a run does.
+                    raise ValueError(f"an input is on {new.device} but the model runs "
+                                     f"on {static.device}")
                 static.copy_(new, non_blocking=True)
         self.graph.replay()
         return self.outputs
@@ -237,6 +241,11 @@ class GraphRunner:
             stream = torch.cuda.ExternalStream(stream, device=self.device)
         elif not isinstance(stream, torch.cuda.Stream):
             return None                         # the plain run names the problem
+        elif stream.device != self.device:
+            # torch.cuda.stream() would make that stream's device current and
+            # the graph would replay on this device's current stream instead.
+            raise ValueError(f"the stream is on {stream.device} but the model runs "
+                             f"on {self.device}")
         with torch.cuda.device(self._index), torch.cuda.stream(stream):
             return self._run_here(container, inputs, key)
 
@@ -253,6 +262,10 @@ class GraphRunner:
             if captured is None:
                 if any(0 in t.stride() for t in inputs):
                     return None     # broadcast views: no static copy keeps them
+                if any(t.device != self.device for t in inputs):
+                    # The plain run refuses them, naming the device, before a
+                    # static copy is made on that other device.
+                    return None
                 captured = self._capture(container, graph_set, key, inputs)
                 if captured is None:
                     return None
