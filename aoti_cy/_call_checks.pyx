@@ -37,9 +37,11 @@ cdef object input_sequence(object inputs, size_t expected, tuple names):
     return inputs
 
 
-cdef void* stream_pointer(object stream) except? NULL:
+cdef void* stream_pointer(object stream, object device) except? NULL:
     """A raw stream from an int, a torch.cuda.Stream (or anything with a
-    ``cuda_stream`` attribute), or NULL for None."""
+    ``cuda_stream`` attribute), or NULL for None. A stream object of another
+    GPU than ``device`` (a CUDA model's) is refused: the runtime could only
+    fail on it with a CUDA error."""
     if stream is None:
         return NULL
     if isinstance(stream, int):
@@ -50,6 +52,9 @@ cdef void* stream_pointer(object stream) except? NULL:
         raise TypeError(
             f"stream must be a torch.cuda.Stream, an int or None, got "
             f"{type(stream).__name__}") from None
+    where = getattr(stream, "device", None)
+    if device.type == "cuda" and where is not None and where != device:
+        raise ValueError(f"the stream is on {where} but the model runs on {device}")
     return <void*><uintptr_t>raw
 
 

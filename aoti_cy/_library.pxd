@@ -73,3 +73,5 @@ cdef class ModelLibrary:
 
 
 cdef int current_cuda_stream(int device_index, void** stream) except -1 nogil
+cdef int enter_cuda_device(int device_index, void** guard) except -1 nogil
+cdef void leave_cuda_device(void* guard) noexcept nogil

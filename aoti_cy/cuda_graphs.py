@@ -239,13 +239,11 @@ class GraphRunner:
     def _run_on(self, container, inputs, key, stream):
         if isinstance(stream, int):
             stream = torch.cuda.ExternalStream(stream, device=self.device)
-        elif not isinstance(stream, torch.cuda.Stream):
-            return None                         # the plain run names the problem
-        elif stream.device != self.device:
-            # torch.cuda.stream() would make that stream's device current and
-            # the graph would replay on this device's current stream instead.
-            raise ValueError(f"the stream is on {stream.device} but the model runs "
-                             f"on {self.device}")
+        elif not isinstance(stream, torch.cuda.Stream) or stream.device != self.device:
+            # The plain run names the problem (for another GPU's stream,
+            # torch.cuda.stream() here would make that GPU current and the
+            # graph replay on this GPU's current stream instead).
+            return None
         with torch.cuda.device(self._index), torch.cuda.stream(stream):
             return self._run_here(container, inputs, key)
 

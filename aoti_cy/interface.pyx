@@ -57,7 +57,8 @@ from aoti_cy._constant_calls cimport (
     constants_blob_size, create_over_constants, did_call_load_constants, extract_constants,
     load_constants_blob, read_constant_infos, set_pinned_async_copy, update_constants,
     update_model_constants)
-from aoti_cy._library cimport ModelLibrary, current_cuda_stream
+from aoti_cy._library cimport (
+    ModelLibrary, current_cuda_stream, enter_cuda_device, leave_cuda_device)
 
 from aoti_cy import _package, cuda_graphs as _cuda_graphs
 from aoti_cy._call import CallSpec, OUT_LEAF, OUT_TUPLE
@@ -461,15 +462,15 @@ cdef class ModelContainer(_HandleOwner):
 
     def run_constant_folding(self, *, use_inactive=False, stream=None):
         """Recompute the folded constants from the active (or inactive) buffer."""
-        cdef AOTIRuntimeError status
+        cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
         cdef cbool inactive = use_inactive
-        cdef void* raw_stream = stream_pointer(stream)
+        cdef void* raw_stream = stream_pointer(stream, self._device)
         _check_open(self)
         _enter(self)
         try:
             if raw_stream == NULL and self._device_type == AOTI_CY_DEVICE_CUDA:
                 current_cuda_stream(self._device_index, &raw_stream)
-            with nogil:
+            with _on_model_device(self), nogil:   # folding runs kernels, makes an event
                 status = _executor_checked(self, self.library.fn.container_run_constant_folding(
                     self._handle, inactive, <AOTInductorStreamHandle>raw_stream,
                     <AOTIProxyExecutorHandle>self._proxy_executor))
@@ -554,8 +555,10 @@ cdef class ModelContainer(_HandleOwner):
         _enter(self)
         try:
             self._blob_loaded = True
-            load_constants_blob(self.library, self._handle,
-                                &buffer[0] if buffer.shape[0] else <const unsigned char*>NULL)
+            with _on_model_device(self):
+                load_constants_blob(
+                    self.library, self._handle,
+                    &buffer[0] if buffer.shape[0] else <const unsigned char*>NULL)
         finally:
             _leave(self)
         _note_active_constants(self)
@@ -576,17 +579,20 @@ cdef _create_container(ModelContainer self, size_t num_models, object cubin_dir)
         cubin_ptr = cubin
     if self._external_constants is not None:
         # Folds constants at creation, on the device's default stream.
-        with torch.cuda.device(self._device_index if not is_cpu else -1):
+        with _on_model_device(self):
             handle = create_over_constants(lib, num_models, device_ptr, cubin_ptr,
                                            self._external_constants)
     elif lib.fn.container_create_with_device != NULL:
-        with nogil:
-            status = lib.fn.container_create_with_device(
-                &handle, num_models, device_ptr, cubin_ptr)
+        # The runtime makes the model's device current (cudaSetDevice) and
+        # leaves it so: the guard gives the caller's back.
+        with _on_model_device(self):
+            with nogil:
+                status = lib.fn.container_create_with_device(
+                    &handle, num_models, device_ptr, cubin_ptr)
         lib.check(status, "AOTInductorModelContainerCreateWithDevice")
     else:
         # Models older than CreateWithDevice use the current CUDA device.
-        with torch.cuda.device(self._device_index if not is_cpu else -1):
+        with _on_model_device(self):
             with nogil:
                 status = lib.fn.container_create(&handle, num_models, is_cpu, cubin_ptr)
         lib.check(status, "AOTInductorModelContainerCreate")
@@ -725,7 +731,7 @@ cdef object _run(ModelContainer self, ContainerRunFn entry, const char* function
 
     if aoti_cy_gate_is_closed(&self._closed):
         _raise_closed(self)
-    raw_stream = stream_pointer(stream)
+    raw_stream = stream_pointer(stream, self._device)
     if raw_stream != NULL and self._device_type != AOTI_CY_DEVICE_CUDA:
         raise ValueError("stream is only meaningful for CUDA models")
     inputs = input_sequence(inputs, num_inputs, self._input_names)
@@ -755,6 +761,7 @@ cdef int _invoke(ModelContainer self, ContainerRunFn entry, const char* function
     the public run_handles end here."""
     cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
     cdef bint called = False
+    cdef void* device_guard = NULL
     cdef size_t i
     for i in range(num_outputs):
         outputs[i] = NULL
@@ -769,8 +776,10 @@ cdef int _invoke(ModelContainer self, ContainerRunFn entry, const char* function
             _raise_weights_missing(self)
         if self._input_guards != NULL:
             check_input_handles(self._input_guards, inputs, num_inputs, self._input_names)
-        if stream == NULL and self._device_type == AOTI_CY_DEVICE_CUDA:
-            current_cuda_stream(self._device_index, &stream)
+        if self._device_type == AOTI_CY_DEVICE_CUDA:
+            if stream == NULL:
+                current_cuda_stream(self._device_index, &stream)
+            enter_cuda_device(self._device_index, &device_guard)
         _enter(self)
         status = _executor_checked(self, entry(
             self._handle, inputs, num_inputs, outputs, num_outputs,
@@ -778,6 +787,7 @@ cdef int _invoke(ModelContainer self, ContainerRunFn entry, const char* function
         _leave(self)
         called = True
     finally:
+        leave_cuda_device(device_guard)
         if status != AOTI_RUNTIME_SUCCESS:
             # The model nulls each input handle it takes; free the rest.
             aoti_cy_free_handles(inputs, num_inputs)
@@ -840,12 +850,20 @@ cdef dict _extract(ModelContainer self, bint use_inactive, bint copy):
         _leave(self)
 
 
+cdef object _on_model_device(ModelContainer self):
+    """A context making the model's GPU current: the runtime allocates
+    constant buffers and events on the current device. A no-op on CPU."""
+    return torch.cuda.device(
+        self._device_index if self._device_type == AOTI_CY_DEVICE_CUDA else -1)
+
+
 cdef _update(ModelContainer self, dict values, bint use_inactive, bint full_update,
              bint user_managed):
     _enter(self)
     try:
-        update_constants(self.library, self._handle, values, self._device,
-                         use_inactive, full_update, user_managed)
+        with _on_model_device(self):
+            update_constants(self.library, self._handle, values, self._device,
+                             use_inactive, full_update, user_managed)
     finally:
         _leave(self)
 

@@ -139,9 +139,12 @@ ctypedef AOTIRuntimeError (*ModelGetNumOutputsFn)(
 # --- errors -------------------------------------------------------------------
 ctypedef AOTIRuntimeError (*GetLastErrorFn)(const char** message) noexcept nogil
 
-# libtorch's CUDA shim (libtorch_cuda.so), not the model: the current stream.
+# libtorch's CUDA shim (libtorch_cuda.so), not the model: the current stream,
+# and a device guard (c10::cuda::CUDAGuard) for runs on another GPU.
 ctypedef int32_t (*GetCurrentCudaStreamFn)(
     int32_t device_index, void** ret_stream) noexcept nogil
+ctypedef int32_t (*CreateCudaGuardFn)(int32_t device_index, void** ret_guard) noexcept nogil
+ctypedef int32_t (*DeleteCudaGuardFn)(void* guard) noexcept nogil
 
 
 # Not part of interface.h: the input check inductor generates in every model,
