@@ -17,7 +17,9 @@ variant runs on the same inputs:
   always ``aoti_cy.cuda_graph.capture(...).replay`` (the manual helper).
 
 Models: names of ``aoti_cy.testing.EXAMPLES``, ``launch_bound`` (24 x
-matmul+tanh on a 64 x 256 input: 48 kernels, launch-bound on a big GPU), or
+matmul+tanh on a 64 x 256 input: 48 kernels, launch-bound on a big GPU),
+``compute_bound`` (8 x matmul+tanh on 2048 x 2048: milliseconds of GPU work
+a call; use few ``--calls``), or
 a ``transformers`` model of tests/real_models.py (``llama``, ``gpt2``,
 ``resnet``, ...).
 
@@ -67,8 +69,12 @@ def load_case(name, device):
 
     from aoti_cy.testing import EXAMPLES, Example, Heavy
 
-    examples = dict(EXAMPLES, launch_bound=Example(
-        Heavy, lambda g: [torch.randn(64, 256, generator=g)], init_args=(256, 24)))
+    examples = dict(
+        EXAMPLES,
+        launch_bound=Example(Heavy, lambda g: [torch.randn(64, 256, generator=g)],
+                             init_args=(256, 24)),
+        compute_bound=Example(Heavy, lambda g: [torch.randn(2048, 2048, generator=g)],
+                              init_args=(2048, 8)))
     if name in examples:
         example = examples[name]
         inputs = example.inputs(device)
