@@ -336,9 +336,11 @@ def format_report(report):
                      f"are from this process, without torch")
     if report.get("torch_error"):
         lines.append(f"torch failed: {report['torch_error']}; aoti_cy timed alone")
-    lines.append(f"  {'variant':<20} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9} {'calls/s':>11}")
+    width = max(map(len, report["results"]))
+    lines.append(f"  {'variant':<{width}} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9} "
+                 f"{'calls/s':>11}")
     for name, r in report["results"].items():
-        lines.append(f"  {name:<20} {r['p50_us']:9.2f} {r['p90_us']:9.2f} {r['p99_us']:9.2f} "
+        lines.append(f"  {name:<{width}} {r['p50_us']:9.2f} {r['p90_us']:9.2f} {r['p99_us']:9.2f} "
                      f"{r['calls_per_s']:11.0f}")
     for c in report.get("comparisons", []):
         lines.append("  " + c["text"])
