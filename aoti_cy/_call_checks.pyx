@@ -58,9 +58,10 @@ cdef void* stream_pointer(object stream, object device) except? NULL:
     return <void*><uintptr_t>raw
 
 
-cdef void* input_guards_for(ModelLibrary library, size_t num_inputs) except? NULL:
+cdef void* input_guards_for(ModelLibrary library, size_t num_inputs, int cuda_index) except? NULL:
     """Guards running the model's own input checks, for ``check_inputs=True``
-    (NULL when the model has no inputs). A library without the checks
+    (NULL when the model has no inputs); ``cuda_index`` is a CUDA model's GPU
+    (-1 on CPU), whose inputs on another GPU the guards refuse. A library without the checks
     (stripped) is refused unless it checks its own inputs because
     AOTI_RUNTIME_CHECK_INPUTS is set."""
     cdef const InputCheckFn* checks = library.input_checks(num_inputs)
@@ -75,7 +76,7 @@ cdef void* input_guards_for(ModelLibrary library, size_t num_inputs) except? NUL
             f"Load it with check_inputs=False to run it unchecked, or set "
             f"AOTI_RUNTIME_CHECK_INPUTS=1 before the model first runs to use "
             f"its own, slower checks")
-    guards = aoti_cy_input_guards_new(checks, num_inputs)
+    guards = aoti_cy_input_guards_new(checks, num_inputs, cuda_index)
     if guards == NULL:
         raise MemoryError()
     return guards

@@ -272,7 +272,9 @@ cdef class ModelContainer(_HandleOwner):
         _read_description(self)
         self._check_inputs = bool(check_inputs)
         if self._check_inputs:
-            self._input_guards = input_guards_for(self.library, self._num_inputs)
+            self._input_guards = input_guards_for(
+                self.library, self._num_inputs,
+                self._device_index if self._device_type == AOTI_CY_DEVICE_CUDA else -1)
         aoti_cy_gate_set_closed(&self._closed, 0)
         _note_active_constants(self)
         if cuda_graphs:
@@ -1002,7 +1004,7 @@ cdef class Model(_HandleOwner):
         self._num_outputs = len(self._output_names)
         self._check_inputs = bool(check_inputs)
         if self._check_inputs:
-            self._input_guards = input_guards_for(lib, self._num_inputs)
+            self._input_guards = input_guards_for(lib, self._num_inputs, -1)   # CPU only
         # Created from the embedded constants, then given the user's: models
         # created straight from a constant map (CreateV2 with pairs) have no
         # constants array and fail at their first run (torch 2.13).

@@ -246,6 +246,14 @@ std::string describe(const at::Tensor& tensor) {
   return text + " on " + tensor.device().str();
 }
 
+void copy_reason(const std::string& why, char* reason, size_t size) noexcept {
+  if (size > 0) {
+    const size_t length = std::min(why.size(), size - 1);
+    why.copy(reason, length);
+    reason[length] = '\0';
+  }
+}
+
 // Input `i` through the model's check and the rank check; false with the
 // reason in `reason` when it does not fit. Kept out of line: the fast path
 // in aoti_cy_check_inputs builds no strings.
@@ -265,10 +273,19 @@ __attribute__((noinline)) bool check_slowly(Guard& guard, AtenTensorOpaque** han
   } catch (...) {
     why = "checking it failed";
   }
-  if (size > 0) {
-    const size_t length = std::min(why.size(), size - 1);
-    why.copy(reason, length);
-    reason[length] = '\0';
+  copy_reason(why, reason, size);
+  return false;
+}
+
+// A CUDA input on another GPU than the model's: false with the reason.
+__attribute__((noinline)) bool refuse_other_gpu(const at::Tensor& tensor, int cuda_index,
+                                                char* reason, size_t size) {
+  try {
+    copy_reason("it is on " + tensor.device().str() + " but the model runs on cuda:" +
+                    std::to_string(cuda_index),
+                reason, size);
+  } catch (...) {
+    copy_reason("it is on another GPU than the model", reason, size);
   }
   return false;
 }
@@ -277,15 +294,18 @@ __attribute__((noinline)) bool check_slowly(Guard& guard, AtenTensorOpaque** han
 
 struct AotiCyInputGuards {
   size_t count = 0;
+  int cuda_index = -1;  // the model's GPU, -1 for a CPU model
   std::unique_ptr<Guard[]> guards;
 };
 
 extern "C" {
 
-AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size_t n) {
+AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size_t n,
+                                            int cuda_index) {
   try {
     auto result = std::make_unique<AotiCyInputGuards>();
     result->count = n;
+    result->cuda_index = cuda_index;
     result->guards = std::make_unique<Guard[]>(n);
     for (size_t i = 0; i < n; ++i) result->guards[i].check = checks[i];
     return result.release();
@@ -301,9 +321,15 @@ void aoti_cy_input_guards_free(AotiCyInputGuards* guards) {
 long aoti_cy_check_inputs(AotiCyInputGuards* guards, AtenTensorOpaque** handles,
                           size_t n, char* reason, size_t size) {
   const size_t count = std::min(n, guards->count);
+  const int cuda_index = guards->cuda_index;
   for (size_t i = 0; i < count; ++i) {
     const Guard& guard = guards->guards[i];
     const at::Tensor* tensor = from_handle(handles[i]);
+    if (cuda_index >= 0 && tensor != nullptr && tensor->defined() && tensor->is_cuda() &&
+        tensor->get_device() != cuda_index) {
+      refuse_other_gpu(*tensor, cuda_index, reason, size);
+      return static_cast<long>(i);
+    }
     if (guard.check == nullptr ||
         (tensor != nullptr && tensor->defined() &&
          guard.accepted.matches(*tensor->unsafeGetTensorImpl()))) {

@@ -32,8 +32,11 @@ typedef void (*AotiCyInputCheck)(AtenTensorOpaque** handles);
 typedef struct AotiCyInputGuards AotiCyInputGuards;
 
 /* Guards for `n` inputs from `checks[0:n]` (a NULL check leaves that input
- * unchecked), or NULL if out of memory. */
-AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size_t n);
+ * unchecked), or NULL if out of memory. `cuda_index` is the GPU a CUDA model
+ * runs on, -1 for a CPU model: a CUDA input on another GPU is refused (the
+ * model's checks compare the device type only). */
+AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size_t n,
+                                            int cuda_index);
 void aoti_cy_input_guards_free(AotiCyInputGuards* guards);
 
 /* Checks the `n` input handles. Returns -1 when every input fits, else the

@@ -67,3 +67,28 @@ def test_consumer_inputs_are_checked_without_the_gil(consumer, package):
 def test_consumer_sees_the_c_api_version_it_was_built_for(consumer):
     compiled_against, loaded = consumer.versions()
     assert compiled_against == loaded == aoti_cy.interface.CAPI_VERSION
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_consumer_inputs_on_the_wrong_device_are_refused(consumer):
+    from aoti_cy.testing import EXAMPLES
+    with aoti_cy.load(EXAMPLES["add_one"].package("cuda")) as model:
+        with pytest.raises(ValueError, match="input 0 .*does not fit the model"):
+            consumer.run_nogil(model, [torch.zeros(8)], 1)
+        x = torch.randn(8, device="cuda")
+        torch.testing.assert_close(consumer.run_nogil(model, [x], 1)[0], x + 1)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_consumer_inputs_on_another_gpu_are_refused(consumer):
+    # The model's own checks compare the device type only; aoti_cy's guards
+    # add the GPU, so run_handles refuses what run refuses.
+    from aoti_cy.testing import EXAMPLES
+    with aoti_cy.load(EXAMPLES["add_one"].package("cuda"), device="cuda:1") as model:
+        with pytest.raises(ValueError, match="input 0 .*it is on cuda:0 but the model "
+                                             "runs on cuda:1"):
+            consumer.run_nogil(model, [torch.zeros(8, device="cuda:0")], 1)
+        x = torch.randn(8, device="cuda:1")
+        torch.testing.assert_close(consumer.run_nogil(model, [x], 1)[0], x + 1)

@@ -8,7 +8,8 @@ cdef extern from "input_guards.h" nogil:
     ctypedef struct AotiCyInputGuards:
         pass
 
-    AotiCyInputGuards* aoti_cy_input_guards_new(const InputCheckFn* checks, size_t n)
+    AotiCyInputGuards* aoti_cy_input_guards_new(const InputCheckFn* checks, size_t n,
+                                                int cuda_index)
     void aoti_cy_input_guards_free(AotiCyInputGuards* guards)
     long aoti_cy_check_inputs(
         AotiCyInputGuards* guards, AtenTensorHandle* handles, size_t n,
