@@ -122,3 +122,22 @@ def delayed_input(stream, x):
         torch.cuda._sleep(200_000_000)
         y.copy_(x * 3)
     return y
+
+
+@pytest.fixture
+def exact_cuda_math():
+    """Eager and compiled CUDA runs compared in full float32, not TF32 (use
+    with ``pytest.mark.usefixtures``)."""
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def graphs_of(model):
+    """Signature -> captured run, over every graph set of a model loaded with
+    ``cuda_graphs=True``."""
+    found = {}
+    for graph_set in model.cuda_graphs.captured():
+        found.update(graph_set)
+    return found

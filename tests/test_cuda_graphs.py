@@ -13,7 +13,7 @@ from torch.export import Dim
 import aoti_cy
 from aoti_cy.cuda_graphs import GraphsUnavailable
 from aoti_cy.testing import EXAMPLES, MLP, compile_package, make_model
-from conftest import assert_outputs_match, delayed_input, run_in_threads
+from conftest import assert_outputs_match, delayed_input, graphs_of, run_in_threads
 
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -27,21 +27,7 @@ def eager_outputs(name, inputs):
         return as_tuple(EXAMPLES[name].eager(inputs[0].device.type)(*inputs))
 
 
-def graphs_of(model):
-    """Signature -> captured run, over every graph set of the model."""
-    found = {}
-    for graph_set in model.cuda_graphs.captured():
-        found.update(graph_set)
-    return found
-
-
-@pytest.fixture(autouse=True)
-def exact_cuda_math():
-    """Eager and compiled CUDA runs compared in full float32, not TF32."""
-    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+pytestmark = pytest.mark.usefixtures("exact_cuda_math")
 
 
 # ---- fallbacks that run anywhere ----------------------------------------------

@@ -20,9 +20,9 @@ import torch
 import aoti_cy
 from aoti_cy.cuda_graph import capture
 from aoti_cy.testing import EXAMPLES, Example, Heavy
-from conftest import aoti_tempdirs, assert_outputs_match, delayed_input, run_in_threads
+from conftest import aoti_tempdirs, assert_outputs_match, delayed_input, graphs_of, run_in_threads
 
-pytestmark = [pytest.mark.cuda]
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("exact_cuda_math")]
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
@@ -37,15 +37,6 @@ WIDE_BYTES = 4096 * 4096 * 4
 # What the driver may count on a device the model never touches (its own
 # bookkeeping); a misplaced constants buffer is WIDE_BYTES.
 SLACK = WIDE_BYTES // 4
-
-
-@pytest.fixture(autouse=True)
-def exact_cuda_math():
-    """Eager and compiled CUDA runs compared in full float32, not TF32."""
-    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 @pytest.fixture(autouse=True)
@@ -88,13 +79,6 @@ def wide_eager(device, state_dict=None):
     if state_dict is not None:
         eager.load_state_dict(state_dict)
     return lambda inputs: [eager(*inputs).detach()]
-
-
-def graphs_of(model):
-    found = {}
-    for graph_set in model.cuda_graphs.captured():
-        found.update(graph_set)
-    return found
 
 
 # ---- one GPU is enough --------------------------------------------------------
