@@ -38,3 +38,11 @@ def test_bench_memory_reports(tmp_path):
     assert report["rss_over_failing_calls"]["calls"] == 100
     assert report["load_footprint"]["weights_bytes"] > 64 * 64 * 4
     assert report["load_time"]["aoti_cy_median_ms"] > 0
+
+
+def test_bench_threads_reports(package):
+    package("heavy")   # compiled into the shared cache before the subprocess
+    report = json.loads(script("bench_threads.py", "--model", "heavy", "--iters", 4,
+                               "--repeats", 1).strip().splitlines()[-1])
+    for key in ("aoti_cy_num_models_1", "aoti_cy_num_models_2"):
+        assert report[key]["speedup"] > 0, report

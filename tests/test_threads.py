@@ -1,9 +1,8 @@
-"""The GIL is released while the model runs; num_models=2 runs two at once."""
+"""The GIL is released while the model runs; close() waits for runs in
+flight. That num_models=2 runs two at once is shown without timing in
+test_proxy_executor.py (two runs meet inside a model's op); how much faster
+that is, is benchmarks/bench_threads.py's job (figures in the README)."""
 
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -11,8 +10,6 @@ import pytest
 import torch
 
 import aoti_cy
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_python_thread_runs_while_model_computes(package, example):
@@ -39,26 +36,6 @@ def test_python_thread_runs_while_model_computes(package, example):
         counter.join()
     # A held GIL would allow only a few switch-interval slices (5 ms each).
     assert during > 1000, (during, elapsed)
-
-
-def test_two_threads_with_two_models_run_about_twice_as_fast(package):
-    package("heavy")  # compiled into the shared cache before the subprocess
-    script = os.path.join(ROOT, "benchmarks", "bench_threads.py")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    # The machine is shared: take the best of a few attempts.
-    results = []
-    for _ in range(3):
-        done = subprocess.run([sys.executable, script, "--model", "heavy", "--iters", "8",
-                               "--repeats", "2"],
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        results.append(result)
-        if result["aoti_cy_num_models_2"]["speedup"] > 1.5:
-            break
-    # One model instance: runs queue for it. Two: they share the two cores.
-    assert all(r["aoti_cy_num_models_1"]["speedup"] < 1.3 for r in results), results
-    assert max(r["aoti_cy_num_models_2"]["speedup"] for r in results) > 1.5, results
 
 
 def test_close_waits_for_runs_in_flight(monkeypatch):
