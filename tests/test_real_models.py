@@ -192,6 +192,27 @@ def test_static_kv_cache_updated_in_place_step_by_step():
             assert_close([theirs(*args)], want)
 
 
+def test_positional_tensors_for_keyword_exported_inputs_are_refused():
+    # BERT exported with keyword tensors only. Positional tensors would be
+    # matched to the export's keyword order, not forward()'s: with a
+    # tokenizer's order (input_ids, token_type_ids, attention_mask), BERT's
+    # positional call (input_ids, attention_mask, token_type_ids) gave wrong
+    # numbers silently. So they are refused, as torch's loader refuses them.
+    real = REAL_MODELS["bert"]
+    _, kwargs = real.call()
+    want = eager_output(real, real.eager(), (), kwargs)
+    with aoti_cy.load(real.package(**UPDATABLE)) as model:
+        assert_close(real.output(model(**dict(reversed(list(kwargs.items()))))), want)
+        with pytest.raises(TypeError, match=r"exported with 0 positional argument\(s\) and "
+                                            r"keyword arguments \['input_ids', 'attention_mask', "
+                                            r"'token_type_ids'\]; got 3 positional"):
+            model(*kwargs.values())
+        with pytest.raises(TypeError, match="got 1 positional"):
+            model(kwargs["input_ids"], attention_mask=kwargs["attention_mask"],
+                  token_type_ids=kwargs["token_type_ids"])
+        assert_close(real.output(model(**kwargs)), want)   # still usable
+
+
 def test_output_type_from_another_module_says_what_to_import():
     # A fresh interpreter, where transformers is not imported yet.
     path = REAL_MODELS["llama"].package(**UPDATABLE)
