@@ -6,6 +6,7 @@ weights outside the `.so` or hold none, two models in one package, and a
 static KV cache the model updates in place."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -90,6 +91,28 @@ def test_load_weights_from_the_modules_own_state_dict(name, device):
         check_parity(real, model, eager, device)
         model.load_weights(perturbed_state_dict(eager))  # tied weights stay tied
         check_parity(real, model, eager, device)
+
+
+def test_checkpoint_keeping_one_name_of_tied_weights_says_how_to_load_it():
+    # inductor keeps one constant for GPT-2's tied embeddings; a checkpoint
+    # that keeps only the other name (save_pretrained drops one of them) is
+    # refused, saying which name to give it under too.
+    real = REAL_MODELS["gpt2"]
+    eager = real.eager()
+    with aoti_cy.load(real.package(**UPDATABLE)) as model:
+        fqns = {c.original_fqn for c in model.constants}
+        state = perturbed_state_dict(eager)
+        alias, = [k for k in state if k not in fqns]
+        kept, = [k for k in fqns & set(state) if state[k].data_ptr() == state[alias].data_ptr()]
+        checkpoint = {k: v for k, v in state.items() if k != kept}
+        hint = (rf"missing constants \['{re.escape(kept)}'\].*if '{re.escape(alias)}' is tied "
+                rf"to '{re.escape(kept)}'.*state_dict\['{re.escape(kept)}'\] = "
+                rf"state_dict\['{re.escape(alias)}'\]")
+        with pytest.raises(ValueError, match=hint):
+            model.load_weights(checkpoint)
+        checkpoint[kept] = checkpoint[alias]
+        model.load_weights(checkpoint)
+        check_parity(real, model, eager)
 
 
 def test_strict_load_names_weights_compiled_into_the_kernels():
