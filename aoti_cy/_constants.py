@@ -37,11 +37,13 @@ ALIGNMENT = 64
 UNKNOWN, PARAMETER, BUFFER, TENSOR_CONSTANT, FOLDED_CONSTANT = range(5)
 
 _COMPILED_IN = (
-    "not constants of the compiled model. If one names a "
-    "parameter or buffer of the exported module, inductor compiled it into "
-    "the kernels (small tensors are inlined, values computed only from "
-    "weights are folded at compile time, and with freezing=True every weight "
-    "is) and it cannot be updated; compile with "
+    "not constants of the compiled model. If one names a parameter or buffer "
+    "of the exported module, either the exported call never reads it (a mask "
+    "token used only in pre-training, such as Wav2Vec2's masked_spec_embed or "
+    "DINOv2's mask_token: nothing to update, strict=False loads the rest), or "
+    "inductor compiled it into the kernels (small tensors are inlined, values "
+    "computed only from weights are folded at compile time, and with "
+    "freezing=True every weight is) and it cannot be updated; compile with "
     "torch._inductor.config.always_keep_tensor_constants=True (and without "
     "freezing) to keep such tensors updatable (a parameter used only through "
     "a function of itself, such as CLIP's logit_scale.exp(), is folded into "

@@ -15,8 +15,8 @@ import torch
 import torch.utils._pytree as pytree
 
 import aoti_cy
-from real_models import (DYNAMIC_SEQ, KV_CACHE_MODEL, REAL_MODELS, UPDATABLE, gpt2_and_vit_package,
-                         perturbed_state_dict)
+from real_models import (DYNAMIC_SEQ, KV_CACHE_MODEL, REAL_MODELS, UNUSED_PARAMETER_MODEL,
+                         UPDATABLE, gpt2_and_vit_package, perturbed_state_dict)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -131,6 +131,21 @@ def test_strict_load_names_weights_compiled_into_the_kernels():
         model.load_weights(state, strict=False)   # everything but the inlined bias
         changed = real.output(model(*args, **kwargs))
         assert not torch.allclose(changed[0], before[0])
+
+
+def test_strict_load_explains_a_parameter_the_exported_call_never_reads():
+    # DINOv2's mask_token is read only with bool_masked_pos (pre-training), so
+    # the package has no constant for it: a strict load of the module's own
+    # state_dict() names it and says strict=False is safe; that loads the rest.
+    real = UNUSED_PARAMETER_MODEL
+    eager = real.eager()
+    with aoti_cy.load(real.package(**UPDATABLE)) as model:
+        assert "embeddings.mask_token" not in {c.original_fqn for c in model.constants}
+        with pytest.raises(ValueError, match=r"unknown keys \['embeddings.mask_token'\].*never "
+                                             r"reads it.*strict=False loads the rest"):
+            model.load_weights(eager.state_dict())
+        model.load_weights(perturbed_state_dict(eager), strict=False)
+        check_parity(real, model, eager)
 
 
 def test_batch_one_and_other_sizes_of_a_dynamic_model():
