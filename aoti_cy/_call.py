@@ -127,7 +127,7 @@ class CallSpec:
                             f"argument leaf {i} is {type(leaf).__name__}, not a tensor: "
                             f"the model was exported with a tensor there")
         else:   # keywords left out: only non-tensor ones may be
-            leaves = pytree.tree_leaves((args, ordered))
+            leaves = self._positional_leaves(args) + pytree.tree_leaves(ordered)
         tensors = [leaf for leaf in leaves if isinstance(leaf, (torch.Tensor, np.ndarray))]
         if len(tensors) != self.num_inputs:
             left_out = ""
@@ -139,6 +139,23 @@ class CallSpec:
                 f"{self.num_inputs} (signature {self.in_spec}); non-tensor "
                 f"arguments were fixed at export and are ignored")
         return tensors
+
+    def _positional_leaves(self, args):
+        """The leaves of the positional arguments, which must be as many as at
+        export: a positional tensor standing in for a left-out keyword would
+        be matched to the export's keyword order, not the forward signature's
+        (a tokenizer's ``input_ids, token_type_ids, attention_mask`` against
+        BERT's ``forward(input_ids, attention_mask, token_type_ids)``)."""
+        if not self._is_args_kwargs():
+            return pytree.tree_leaves(args)
+        args_spec = self.in_spec.child(0)
+        try:
+            return args_spec.flatten_up_to(tuple(args))
+        except (ValueError, TypeError, KeyError):
+            raise TypeError(
+                f"the model was exported with {args_spec.num_children} positional "
+                f"argument(s) and keyword arguments {self.keywords}; got {len(args)} "
+                f"positional: call it as exported, giving the rest by keyword") from None
 
     def unflatten(self, outputs):
         """The exported module's output structure around the model's outputs."""

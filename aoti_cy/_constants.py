@@ -37,13 +37,17 @@ ALIGNMENT = 64
 UNKNOWN, PARAMETER, BUFFER, TENSOR_CONSTANT, FOLDED_CONSTANT = range(5)
 
 _COMPILED_IN = (
-    "not constants of the compiled model. If one names a "
-    "parameter or buffer of the exported module, inductor compiled it into "
-    "the kernels (small tensors are inlined, values computed only from "
-    "weights are folded at compile time, and with freezing=True every weight "
-    "is) and it cannot be updated; compile with "
+    "not constants of the compiled model. If one names a parameter or buffer "
+    "of the exported module, either the exported call never reads it (a mask "
+    "token used only in pre-training, such as Wav2Vec2's masked_spec_embed or "
+    "DINOv2's mask_token: nothing to update, strict=False loads the rest), or "
+    "inductor compiled it into the kernels (small tensors are inlined, values "
+    "computed only from weights are folded at compile time, and with "
+    "freezing=True every weight is) and it cannot be updated; compile with "
     "torch._inductor.config.always_keep_tensor_constants=True (and without "
-    "freezing) to keep such tensors updatable")
+    "freezing) to keep such tensors updatable (a parameter used only through "
+    "a function of itself, such as CLIP's logit_scale.exp(), is folded into "
+    "a number even then)")
 
 
 def _aligned(nbytes):
@@ -188,6 +192,9 @@ class ConstantTable:
         problems, unmatched = [], []
         given = {self.lookup(k).name: v for k, v in state_dict.items()
                  if self.lookup(k) is not None}
+        absent = [c for c in self.constants
+                  if not c.from_folded and c.name not in values and c.data_size != 0
+                  and c.type not in (BUFFER, TENSOR_CONSTANT)]
         for key in unknown:
             if not isinstance(state_dict[key], (torch.Tensor, numpy.ndarray)):
                 continue   # extra state (get_extra_state) is no constant
@@ -203,11 +210,17 @@ class ConstantTable:
                 fqns = [self._by_name[n].original_fqn for n in twins]
                 problems.append(f"if {key!r} is tied to {' or '.join(map(repr, fqns))}, "
                                 f"give them the same value")
+            # A checkpoint that keeps one name of tied weights (save_pretrained
+            # drops lm_head.weight) names the one the model did not keep.
+            for c in absent:
+                if self._problem(key, c, tensor) is None:
+                    problems.append(
+                        f"if {key!r} is tied to {c.original_fqn!r} (a checkpoint keeping "
+                        f"one name of tied weights), give it under that name too: "
+                        f"state_dict[{c.original_fqn!r}] = state_dict[{key!r}]")
         if unmatched:
             problems.insert(0, f"unknown keys {unmatched}: {_COMPILED_IN}")
-        missing = [c.original_fqn for c in self.constants
-                   if not c.from_folded and c.name not in values and c.data_size != 0
-                   and c.type not in (BUFFER, TENSOR_CONSTANT)]
+        missing = [c.original_fqn for c in absent]
         if missing:
             problems.insert(0, f"missing constants {missing} (weights of the model "
                                f"with no value in the state dict)")

@@ -192,9 +192,22 @@ def _gpt2_custom_op():
         output=lambda out: [out])
 
 
+def _dinov2():
+    config = transformers.Dinov2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
+        image_size=32, patch_size=8)
+    return RealModel(
+        "dinov2", transformers.Dinov2Model, config,
+        lambda g: ((torch.randn(2, 3, 32, 32, generator=g),), {}),
+        features=("a parameter the exported call never reads (mask_token)",),
+        output=lambda out: [out.last_hidden_state, out.pooler_output])
+
+
 REAL_MODELS = {m.name: m for m in (_resnet(), _vit(), _llama(), _bert(), _gpt2(),
                                    _gpt2_custom_op())}
 KV_CACHE_MODEL = _kv_cache()
+# Not in REAL_MODELS: a strict load of its own state_dict() is refused.
+UNUSED_PARAMETER_MODEL = _dinov2()
 # Small tensors stay updatable constants instead of being inlined.
 UPDATABLE = {"always_keep_tensor_constants": True}
 

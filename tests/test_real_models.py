@@ -6,6 +6,7 @@ weights outside the `.so` or hold none, two models in one package, and a
 static KV cache the model updates in place."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -14,8 +15,8 @@ import torch
 import torch.utils._pytree as pytree
 
 import aoti_cy
-from real_models import (DYNAMIC_SEQ, KV_CACHE_MODEL, REAL_MODELS, UPDATABLE, gpt2_and_vit_package,
-                         perturbed_state_dict)
+from real_models import (DYNAMIC_SEQ, KV_CACHE_MODEL, REAL_MODELS, UNUSED_PARAMETER_MODEL,
+                         UPDATABLE, gpt2_and_vit_package, perturbed_state_dict)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -92,6 +93,28 @@ def test_load_weights_from_the_modules_own_state_dict(name, device):
         check_parity(real, model, eager, device)
 
 
+def test_checkpoint_keeping_one_name_of_tied_weights_says_how_to_load_it():
+    # inductor keeps one constant for GPT-2's tied embeddings; a checkpoint
+    # that keeps only the other name (save_pretrained drops one of them) is
+    # refused, saying which name to give it under too.
+    real = REAL_MODELS["gpt2"]
+    eager = real.eager()
+    with aoti_cy.load(real.package(**UPDATABLE)) as model:
+        fqns = {c.original_fqn for c in model.constants}
+        state = perturbed_state_dict(eager)
+        alias, = [k for k in state if k not in fqns]
+        kept, = [k for k in fqns & set(state) if state[k].data_ptr() == state[alias].data_ptr()]
+        checkpoint = {k: v for k, v in state.items() if k != kept}
+        hint = (rf"missing constants \['{re.escape(kept)}'\].*if '{re.escape(alias)}' is tied "
+                rf"to '{re.escape(kept)}'.*state_dict\['{re.escape(kept)}'\] = "
+                rf"state_dict\['{re.escape(alias)}'\]")
+        with pytest.raises(ValueError, match=hint):
+            model.load_weights(checkpoint)
+        checkpoint[kept] = checkpoint[alias]
+        model.load_weights(checkpoint)
+        check_parity(real, model, eager)
+
+
 def test_strict_load_names_weights_compiled_into_the_kernels():
     # By default inductor inlines small tensors (ViT's 5-class bias): they
     # cannot be updated, and a strict load says so and changes nothing.
@@ -108,6 +131,21 @@ def test_strict_load_names_weights_compiled_into_the_kernels():
         model.load_weights(state, strict=False)   # everything but the inlined bias
         changed = real.output(model(*args, **kwargs))
         assert not torch.allclose(changed[0], before[0])
+
+
+def test_strict_load_explains_a_parameter_the_exported_call_never_reads():
+    # DINOv2's mask_token is read only with bool_masked_pos (pre-training), so
+    # the package has no constant for it: a strict load of the module's own
+    # state_dict() names it and says strict=False is safe; that loads the rest.
+    real = UNUSED_PARAMETER_MODEL
+    eager = real.eager()
+    with aoti_cy.load(real.package(**UPDATABLE)) as model:
+        assert "embeddings.mask_token" not in {c.original_fqn for c in model.constants}
+        with pytest.raises(ValueError, match=r"unknown keys \['embeddings.mask_token'\].*never "
+                                             r"reads it.*strict=False loads the rest"):
+            model.load_weights(eager.state_dict())
+        model.load_weights(perturbed_state_dict(eager), strict=False)
+        check_parity(real, model, eager)
 
 
 def test_batch_one_and_other_sizes_of_a_dynamic_model():
@@ -190,6 +228,27 @@ def test_static_kv_cache_updated_in_place_step_by_step():
             want = eager_output(real, eager, args, {})
             assert_close([model(*args)], want)
             assert_close([theirs(*args)], want)
+
+
+def test_positional_tensors_for_keyword_exported_inputs_are_refused():
+    # BERT exported with keyword tensors only. Positional tensors would be
+    # matched to the export's keyword order, not forward()'s: with a
+    # tokenizer's order (input_ids, token_type_ids, attention_mask), BERT's
+    # positional call (input_ids, attention_mask, token_type_ids) gave wrong
+    # numbers silently. So they are refused, as torch's loader refuses them.
+    real = REAL_MODELS["bert"]
+    _, kwargs = real.call()
+    want = eager_output(real, real.eager(), (), kwargs)
+    with aoti_cy.load(real.package(**UPDATABLE)) as model:
+        assert_close(real.output(model(**dict(reversed(list(kwargs.items()))))), want)
+        with pytest.raises(TypeError, match=r"exported with 0 positional argument\(s\) and "
+                                            r"keyword arguments \['input_ids', 'attention_mask', "
+                                            r"'token_type_ids'\]; got 3 positional"):
+            model(*kwargs.values())
+        with pytest.raises(TypeError, match="got 1 positional"):
+            model(kwargs["input_ids"], attention_mask=kwargs["attention_mask"],
+                  token_type_ids=kwargs["token_type_ids"])
+        assert_close(real.output(model(**kwargs)), want)   # still usable
 
 
 def test_output_type_from_another_module_says_what_to_import():
