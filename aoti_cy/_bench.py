@@ -147,7 +147,9 @@ def _aoti_cy_variants(config, args, kwargs):
             flat = CallSpec(*model.call_spec, model.num_inputs).flatten(args, kwargs)
             model(*args, **kwargs)
         except TypeError as e:
-            raise BenchUsageError(f"{e} (here: --import MODULE)") from None
+            hint = (" (here: --import MODULE)" if "not registered" in str(e)
+                    or "no usable call spec" in str(e) else "")
+            raise BenchUsageError(f"{e}{hint}") from None
         variants = {"aoti_cy run": lambda: model.run(flat),
                     "aoti_cy model(...)": lambda: model(*args, **kwargs)}
         if config.get("cuda_graphs"):

@@ -36,8 +36,8 @@ def cache_dir():
 def _describe(value):
     if isinstance(value, torch.Tensor):
         return f"T{tuple(value.shape)}{value.dtype}"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_describe(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, dict):   # in order: the export's keyword order follows it
+        return "{" + ",".join(f"{k}:{_describe(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return type(value).__name__ + "(" + ",".join(map(_describe, value)) + ")"
     return repr(value)
