@@ -141,3 +141,12 @@ def graphs_of(model):
     for graph_set in model.cuda_graphs.captured():
         found.update(graph_set)
     return found
+
+
+def assert_same_tree(got, want):
+    """Same pytree structure, and close values leaf by leaf."""
+    got_leaves, got_spec = torch.utils._pytree.tree_flatten(got)
+    want_leaves, want_spec = torch.utils._pytree.tree_flatten(want)
+    assert got_spec == want_spec
+    for a, b in zip(got_leaves, want_leaves):
+        torch.testing.assert_close(a, b)

@@ -6,20 +6,13 @@ import torch
 
 import aoti_cy
 from aoti_cy.testing import Nested, compile_package, make_model, nested_call_args
+from conftest import assert_same_tree
 
 
 @pytest.fixture(scope="module")
 def nested_package():
     args, kwargs = nested_call_args()
     return compile_package(Nested, args, kwargs=kwargs)
-
-
-def assert_same_tree(got, want):
-    got_leaves, got_spec = torch.utils._pytree.tree_flatten(got)
-    want_leaves, want_spec = torch.utils._pytree.tree_flatten(want)
-    assert got_spec == want_spec
-    for a, b in zip(got_leaves, want_leaves):
-        torch.testing.assert_close(a, b)
 
 
 def test_nested_call_matches_torch_loader_and_eager(nested_package):

@@ -18,7 +18,7 @@ import aoti_cy
 from aoti_cy import _cpp_build
 from aoti_cy.testing import MLP, compile_package, make_model
 from aoti_cy.testing import Nested, nested_call_args
-from conftest import run_in_threads
+from conftest import assert_same_tree, run_in_threads
 from real_models import REAL_MODELS, UPDATABLE, gpt2_and_vit_package, perturbed_state_dict
 
 TORCH_AOTI_LOAD_PACKAGE = torch._inductor.aoti_load_package
@@ -67,15 +67,6 @@ def api(request):
     assert torch._inductor.aoti_load_package is TORCH_AOTI_LOAD_PACKAGE
 
 
-def assert_same(got, want):
-    """Same structure (pytree) and values."""
-    got_leaves, got_spec = torch.utils._pytree.tree_flatten(got)
-    want_leaves, want_spec = torch.utils._pytree.tree_flatten(want)
-    assert got_spec == want_spec
-    for g, w in zip(got_leaves, want_leaves):
-        torch.testing.assert_close(g, w)
-
-
 def mlp_package():
     return compile_package(MLP, [torch.randn(16, 64)])
 
@@ -95,14 +86,14 @@ def test_transformers_model_called_as_exported(api, name):
     for seed in (1, 2):
         args, kwargs = real.call(seed=seed)
         got = ours(*args, **kwargs)
-        assert_same(got, theirs(*args, **kwargs))
+        assert_same_tree(got, theirs(*args, **kwargs))
         with torch.no_grad():
             torch.testing.assert_close(real.output(got), real.output(eager(*args, **kwargs)))
     if name == "gpt2":
         # The non-tensor keyword, fixed at export, may be left out (torch's
         # loader insists on it: a ValueError).
         args, kwargs = real.call(seed=3)
-        assert_same(ours(*args), theirs(*args, **kwargs))
+        assert_same_tree(ours(*args), theirs(*args, **kwargs))
         with pytest.raises(ValueError, match="return_dict"):
             theirs(*args)
 
@@ -113,10 +104,10 @@ def test_nested_arguments_and_outputs(api):
     ours = api.aoti_load_package(path)
     args, kwargs = nested_call_args(seed=4)
     want = make_model(Nested)(*args, **kwargs)
-    assert_same(ours(*args, **kwargs), want)
-    assert_same(torch_load(path)(*args, **kwargs), want)
+    assert_same_tree(ours(*args, **kwargs), want)
+    assert_same_tree(torch_load(path)(*args, **kwargs), want)
     flat = torch.utils._pytree.tree_leaves((args, kwargs))
-    assert_same(ours.loader.run(flat), torch_load(path).loader.run(flat))
+    assert_same_tree(ours.loader.run(flat), torch_load(path).loader.run(flat))
 
 
 def test_boxed_run_takes_over_the_list(api):
@@ -124,7 +115,7 @@ def test_boxed_run_takes_over_the_list(api):
     x = torch.randn(16, 64)
     ours, theirs = api.aoti_load_package(path), torch_load(path)
     mine, torchs = [x], [x]
-    assert_same(ours.loader.boxed_run(mine), theirs.loader.boxed_run(torchs))
+    assert_same_tree(ours.loader.boxed_run(mine), theirs.loader.boxed_run(torchs))
     assert mine == [] and torchs == []
     with pytest.raises(TypeError):
         ours.loader.boxed_run((x,))
@@ -176,21 +167,21 @@ def test_load_constants_full_update(api):
         model.load_constants(new, check_full_update=True)
     with torch.no_grad():
         want = eager(x)
-    assert_same(ours(x), want)
-    assert_same(theirs(x), want)
+    assert_same_tree(ours(x), want)
+    assert_same_tree(theirs(x), want)
     partial = {fqns[0]: new[fqns[0]]}
     for model in (ours, theirs):   # a full update that is not one
         with pytest.raises(RuntimeError):
             model.load_constants(partial, check_full_update=True)
         model.load_constants(partial, check_full_update=False)
-    assert_same(ours(x), want)
+    assert_same_tree(ours(x), want)
     with pytest.raises(RuntimeError, match="Constant not found: nope"):
         ours.load_constants({"nope": x}, check_full_update=False)
     with pytest.raises(RuntimeError, match="Constant not found: nope"):
         theirs.load_constants({"nope": x}, check_full_update=False)
     with pytest.raises(ValueError, match=r"fc1.weight.*shape"):   # aoti_cy checks shapes
         ours.load_constants({"fc1.weight": torch.zeros(3)}, check_full_update=False)
-    assert_same(ours(x), want)
+    assert_same_tree(ours(x), want)
 
 
 def test_load_constants_user_managed_uses_the_tensors_in_place(api):
@@ -203,12 +194,12 @@ def test_load_constants_user_managed_uses_the_tensors_in_place(api):
     theirs.load_constants(torchs, check_full_update=True, user_managed=True)
     x = torch.randn(16, 64)
     before = ours(x)
-    assert_same(before, theirs(x))
+    assert_same_tree(before, theirs(x))
     for weights in (mine, torchs):   # the models read these tensors
         weights["fc1.bias"].add_(1.0)
     after = ours(x)
     assert not torch.allclose(after, before)
-    assert_same(after, theirs(x))
+    assert_same_tree(after, theirs(x))
     with pytest.raises(RuntimeError, match="allow_h2d_copy"):
         ours.load_constants(mine, check_full_update=True, user_managed=True,
                             allow_h2d_copy=True)
@@ -223,12 +214,12 @@ def test_update_constant_buffer_inactive_and_swap(api):
     x = torch.randn(16, 64)
     old = ours(x)
     ours.loader.update_constant_buffer({names[k]: v for k, v in new.items()}, True, True)
-    assert_same(ours(x), old)    # the inactive buffer is not used yet
+    assert_same_tree(ours(x), old)    # the inactive buffer is not used yet
     ours.loader.swap_constant_buffer()
     reference = make_model(MLP)
     reference.load_state_dict(new, strict=False)
     with torch.no_grad():
-        assert_same(ours(x), reference(x))
+        assert_same_tree(ours(x), reference(x))
     extracted = ours.loader.extract_constants_map()
     assert sorted(extracted) == sorted(new)
     for fqn, value in new.items():
@@ -246,7 +237,7 @@ def test_several_models_in_one_package(api):
         ours = api.load_package(path, name)
         theirs = torch_load(path, name)
         got = ours(*args, **kwargs)
-        assert_same(got, theirs(*args, **kwargs))
+        assert_same_tree(got, theirs(*args, **kwargs))
         with torch.no_grad():
             torch.testing.assert_close(real.output(got),
                                        real.output(real.eager()(*args, **kwargs)))
@@ -268,9 +259,9 @@ def test_run_single_threaded(api):
     ours = api.aoti_load_package(path, run_single_threaded=True)
     theirs = torch_load(path, run_single_threaded=True)
     args, kwargs = real.call(seed=2)
-    assert_same(ours(*args, **kwargs), theirs(*args, **kwargs))
+    assert_same_tree(ours(*args, **kwargs), theirs(*args, **kwargs))
     flat = [a for a in args if isinstance(a, torch.Tensor)]
-    assert_same(ours.loader.run(flat), theirs.loader.run(flat))
+    assert_same_tree(ours.loader.run(flat), theirs.loader.run(flat))
     with pytest.raises(RuntimeError, match="num_runners must be 1"):
         api.load_package(path, "model", True, 2)
     with pytest.raises(RuntimeError, match="num_runners must be 1"):
@@ -287,7 +278,7 @@ def test_num_runners_run_at_once(api):
 
     def work(i):
         for _ in range(50):
-            assert_same(ours(inputs[i]), wants[i])
+            assert_same_tree(ours(inputs[i]), wants[i])
     assert run_in_threads(work, 4, timeout=120) == []
     for bad in (0, -1):
         with pytest.raises(RuntimeError, match="num_runners must be >=1"):
@@ -301,7 +292,7 @@ def test_deepcopy_shares_the_loader_as_torch_does(api):
     assert ours_copy.loader is ours.loader and theirs_copy.loader is theirs.loader
     assert type(ours_copy) is type(ours)
     x = torch.randn(16, 64)
-    assert_same(ours_copy(x), theirs_copy(x))
+    assert_same_tree(ours_copy(x), theirs_copy(x))
     # Inside a module that is deep-copied, as serving code does.
     holder = torch.nn.Module()
     holder.compiled = ours
@@ -317,7 +308,7 @@ def test_load_from_a_file_object(api, kind):
         ours = api.aoti_load_package(source)
         assert source.tell() == 0
     theirs = torch_load(path)
-    assert_same(ours(x), theirs(x))   # the file is closed: the model runs without it
+    assert_same_tree(ours(x), theirs(x))   # the file is closed: the model runs without it
 
 
 # ---- errors -------------------------------------------------------------------------
@@ -346,7 +337,7 @@ def test_errors_torch_callers_catch_are_runtime_errors(api):
         ours(torch.randn(16, 32))
     with pytest.raises(RuntimeError, match="contiguous"):
         ours(torch.randn(64, 16).t())
-    assert_same(ours(x), theirs(x))   # still usable
+    assert_same_tree(ours(x), theirs(x))   # still usable
 
 
 def test_a_missing_model_name_is_a_runtime_error_for_load_too():
@@ -428,8 +419,8 @@ def test_cpp_only_package_is_built_once_and_cached(build_cache):
     assert os.stat(library).st_mtime_ns == built_at
     theirs = torch_load(path)   # torch builds it too, every time
     for model in (*models, again):
-        assert_same(model(x), want)
-        assert_same(model(x), theirs(x))
+        assert_same_tree(model(x), want)
+        assert_same_tree(model(x), theirs(x))
         assert model.get_metadata() == theirs.get_metadata()
     assert sorted(again.get_constant_fqns()) == sorted(theirs.get_constant_fqns())
     # aoti_cy's input checks work on the built library (the model's own checks).
@@ -454,11 +445,11 @@ def test_cpp_only_cuda_package(build_cache):
     theirs = torch_load(path)
     got = ours(x)
     assert got.is_cuda
-    assert_same(got, want)
-    assert_same(got, theirs(x))
+    assert_same_tree(got, want)
+    assert_same_tree(got, theirs(x))
     again = aoti_cy.aoti_load_package(path)   # cached: same library, nothing rebuilt
     assert again.loader.container.library_path == library
-    assert_same(again(x), want)
+    assert_same_tree(again(x), want)
 
 
 def test_cpp_only_build_failure_names_the_compiler_output(build_cache, tmp_path):
