@@ -53,9 +53,11 @@ extensions = [
     CppExtension("aoti_cy.interface",
                  ["aoti_cy/interface.pyx", "csrc/tensor_bridge.cpp"],
                  include_dirs=[CSRC]),
-    # The checks every call makes, with the model's own per-input checks.
+    # The checks every call makes: the shape contract and the model's own
+    # per-input checks.
     CppExtension("aoti_cy._call_checks",
-                 ["aoti_cy/_call_checks.pyx", "csrc/input_guards.cpp"],
+                 ["aoti_cy/_call_checks.pyx", "csrc/input_guards.cpp",
+                  "csrc/shape_contract.cpp"],
                  include_dirs=[CSRC]),
     # The constant entry points of each torch release, with the tensor bridge.
     CppExtension("aoti_cy._constant_calls",

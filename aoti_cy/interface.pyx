@@ -274,7 +274,8 @@ cdef class ModelContainer(_HandleOwner):
         if self._check_inputs:
             self._input_guards = input_guards_for(
                 self.library, self._num_inputs,
-                self._device_index if self._device_type == AOTI_CY_DEVICE_CUDA else -1)
+                self._device_index if self._device_type == AOTI_CY_DEVICE_CUDA else -1,
+                self._input_names, self._call_spec[0])
         aoti_cy_gate_set_closed(&self._closed, 0)
         _note_active_constants(self)
         if cuda_graphs:
@@ -777,7 +778,7 @@ cdef int _invoke(ModelContainer self, ContainerRunFn entry, const char* function
         if self._weights_missing:
             _raise_weights_missing(self)
         if self._input_guards != NULL:
-            check_input_handles(self._input_guards, inputs, num_inputs, self._input_names)
+            check_input_handles(self._input_guards, inputs, num_inputs)
         if self._device_type == AOTI_CY_DEVICE_CUDA:
             if stream == NULL:
                 current_cuda_stream(self._device_index, &stream)
@@ -994,7 +995,7 @@ cdef class Model(_HandleOwner):
                     f"{path} calls fallback ops through a proxy executor, which the "
                     f"single-instance AOTInductorModelRun cannot take: load it with "
                     f"aoti_cy.load() instead")
-            values = _describe_from_probe(self, artifact, constants)
+            values, call_spec_text = _describe_from_probe(self, artifact, constants)
         except BaseException:
             artifact.cleanup()
             raise
@@ -1004,7 +1005,8 @@ cdef class Model(_HandleOwner):
         self._num_outputs = len(self._output_names)
         self._check_inputs = bool(check_inputs)
         if self._check_inputs:
-            self._input_guards = input_guards_for(lib, self._num_inputs, -1)   # CPU only
+            self._input_guards = input_guards_for(lib, self._num_inputs, -1,   # CPU only
+                                                  self._input_names, call_spec_text)
         # Created from the embedded constants, then given the user's: models
         # created straight from a constant map (CreateV2 with pairs) have no
         # constants array and fail at their first run (torch 2.13).
@@ -1064,8 +1066,7 @@ cdef class Model(_HandleOwner):
         try:
             if self._input_guards != NULL:
                 with nogil:
-                    check_input_handles(self._input_guards, buffers.inputs, num_inputs,
-                                        self._input_names)
+                    check_input_handles(self._input_guards, buffers.inputs, num_inputs)
             with self._lock:   # one instance, one run at a time
                 with nogil:
                     _enter(self)
@@ -1112,7 +1113,8 @@ cdef int _delete_model(Model self, bint check) except -1:
 cdef object _describe_from_probe(Model self, object artifact, object constants):
     """Fill in what the single-instance ABI cannot say (inputs, outputs,
     constants) from a short-lived container of the same .so, which also reads
-    weights stored outside it; return the constants to give the model."""
+    weights stored outside it; return the constants to give the model and
+    the text of the input call spec."""
     cdef ModelContainer probe = ModelContainer(
         artifact.library_path, device="cpu", check_inputs=False)
     values = None
@@ -1131,7 +1133,8 @@ cdef object _describe_from_probe(Model self, object artifact, object constants):
                 values = None   # a package without its weights
         self._unset_constants = () if values else probe._unset_constants
         self._weights_missing = bool(self._unset_constants)
-    return values
+        call_spec_text = probe._call_spec[0]
+    return values, call_spec_text
 
 
 # ---- the public C API (interface.pxd) ------------------------------------------

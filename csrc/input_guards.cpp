@@ -2,6 +2,9 @@
 // input_guards.h).
 #include "input_guards.h"
 
+#include "dtype_names.h"
+#include "shape_contract.h"
+
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
@@ -89,6 +92,15 @@ bool passes(AotiCyInputCheck check, AtenTensorOpaque** handles, std::string* rea
   }
   while (!reason->empty() && std::isspace(static_cast<unsigned char>(reason->back()))) {
     reason->pop_back();
+  }
+  // "unmatched dtype, expected: 4(at::kLong), but got: 3": as torch names them.
+  int expected = -1, got = -1;
+  if (std::sscanf(reason->c_str(), "unmatched dtype, expected: %d(at::k%*[A-Za-z0-9_]), but got: %d",
+                  &expected, &got) == 2 &&
+      expected >= 0 && got >= 0) {
+    *reason = "it has dtype " + aoti_cy_dtype_name(static_cast<c10::ScalarType>(got)) +
+              ", the model expects " +
+              aoti_cy_dtype_name(static_cast<c10::ScalarType>(expected));
   }
   return false;
 }
@@ -235,17 +247,6 @@ std::string mismatch(Guard& guard, AtenTensorOpaque** handles, size_t i) {
   return why;
 }
 
-std::string describe(const at::Tensor& tensor) {
-  if (!tensor.defined()) return "an undefined tensor";
-  std::string text = std::string(c10::toString(tensor.scalar_type())) + " ";
-  try {
-    text += c10::str(tensor.sizes());
-  } catch (const std::exception&) {
-    text += "(no plain sizes)";
-  }
-  return text + " on " + tensor.device().str();
-}
-
 void copy_reason(const std::string& why, char* reason, size_t size) noexcept {
   if (size > 0) {
     const size_t length = std::min(why.size(), size - 1);
@@ -258,12 +259,14 @@ void copy_reason(const std::string& why, char* reason, size_t size) noexcept {
 // reason in `reason` when it does not fit. Kept out of line: the fast path
 // in aoti_cy_check_inputs builds no strings.
 __attribute__((noinline)) bool check_slowly(Guard& guard, AtenTensorOpaque** handles,
-                                            size_t i, char* reason, size_t size) {
+                                            size_t i, const std::string& label, char* reason,
+                                            size_t size) {
   std::string why;
   try {
     why = mismatch(guard, handles, i);
     if (why.empty()) return true;
-    if (handles[i] != nullptr) why += " (got " + describe(*from_handle(handles[i])) + ")";
+    why = label + " does not fit the model: " + why;
+    if (handles[i] != nullptr) why += " (got " + aoti_cy_describe_tensor(*from_handle(handles[i])) + ")";
     if (why.find("stride") != std::string::npos) {
       why += "; pass x.contiguous() (or x.clone(memory_format=torch.contiguous_format) "
              "where a size-1 dim has an odd stride)";
@@ -279,9 +282,10 @@ __attribute__((noinline)) bool check_slowly(Guard& guard, AtenTensorOpaque** han
 
 // A CUDA input on another GPU than the model's: false with the reason.
 __attribute__((noinline)) bool refuse_other_gpu(const at::Tensor& tensor, int cuda_index,
-                                                char* reason, size_t size) {
+                                                const std::string& label, char* reason,
+                                                size_t size) {
   try {
-    copy_reason("it is on " + tensor.device().str() + " but the model runs on cuda:" +
+    copy_reason(label + " is on " + tensor.device().str() + " but the model runs on cuda:" +
                     std::to_string(cuda_index),
                 reason, size);
   } catch (...) {
@@ -296,20 +300,61 @@ struct AotiCyInputGuards {
   size_t count = 0;
   int cuda_index = -1;  // the model's GPU, -1 for a CPU model
   std::unique_ptr<Guard[]> guards;
+  std::vector<std::string> labels;
+  AotiCyShapeContract* contract = nullptr;  // owned; NULL: no relations known
+  ~AotiCyInputGuards() { aoti_cy_shape_contract_free(contract); }
 };
+
+namespace {
+
+// A handle the contract may read: a defined, dense tensor (else the
+// per-input path names the problem).
+__attribute__((noinline)) bool refuse_unusable(AtenTensorOpaque* handle, const std::string& label,
+                                               char* reason, size_t size) {
+  const at::Tensor* tensor = from_handle(handle);
+  try {
+    if (tensor == nullptr) {
+      copy_reason(label + " is a NULL handle", reason, size);
+    } else if (!tensor->defined()) {
+      copy_reason(label + " is an undefined tensor", reason, size);
+    } else if (tensor->layout() != c10::kStrided || tensor->is_nested() ||
+               tensor->unsafeGetTensorImpl()->is_python_dispatch()) {
+      copy_reason(label + " is not a dense (strided) tensor", reason, size);
+    } else {
+      return true;
+    }
+  } catch (...) {
+    copy_reason(label + " cannot be checked", reason, size);
+  }
+  return false;
+}
+
+}  // namespace
 
 extern "C" {
 
 AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size_t n,
-                                            int cuda_index) {
+                                            const char* const* labels, int cuda_index,
+                                            AotiCyShapeContract* contract) {
   try {
     auto result = std::make_unique<AotiCyInputGuards>();
+    result->contract = contract;
+    contract = nullptr;
     result->count = n;
     result->cuda_index = cuda_index;
     result->guards = std::make_unique<Guard[]>(n);
-    for (size_t i = 0; i < n; ++i) result->guards[i].check = checks[i];
+    for (size_t i = 0; i < n; ++i) {
+      // An input the contract covers needs no model check (which would
+      // also refuse what the contract's 0/1 rule lets through).
+      result->guards[i].check =
+          aoti_cy_shape_contract_covers(result->contract, i) ? nullptr : checks[i];
+      result->labels.emplace_back(labels != nullptr && labels[i] != nullptr
+                                      ? labels[i]
+                                      : "input " + std::to_string(i));
+    }
     return result.release();
   } catch (...) {
+    aoti_cy_shape_contract_free(contract);
     return nullptr;
   }
 }
@@ -327,17 +372,30 @@ long aoti_cy_check_inputs(AotiCyInputGuards* guards, AtenTensorOpaque** handles,
     const at::Tensor* tensor = from_handle(handles[i]);
     if (cuda_index >= 0 && tensor != nullptr && tensor->defined() && tensor->is_cuda() &&
         tensor->get_device() != cuda_index) {
-      refuse_other_gpu(*tensor, cuda_index, reason, size);
+      refuse_other_gpu(*tensor, cuda_index, guards->labels[i], reason, size);
       return static_cast<long>(i);
+    }
+    if (guards->contract != nullptr && guard.check == nullptr &&
+        aoti_cy_shape_contract_covers(guards->contract, i)) {
+      const bool usable = tensor != nullptr && tensor->defined() &&
+                          tensor->layout() == c10::kStrided && !tensor->is_nested() &&
+                          !tensor->unsafeGetTensorImpl()->is_python_dispatch();
+      if (!usable && !refuse_unusable(handles[i], guards->labels[i], reason, size)) {
+        return static_cast<long>(i);
+      }
+      continue;
     }
     if (guard.check == nullptr ||
         (tensor != nullptr && tensor->defined() &&
          guard.accepted.matches(*tensor->unsafeGetTensorImpl()))) {
       continue;
     }
-    if (!check_slowly(guards->guards[i], handles, i, reason, size)) {
+    if (!check_slowly(guards->guards[i], handles, i, guards->labels[i], reason, size)) {
       return static_cast<long>(i);
     }
+  }
+  if (guards->contract != nullptr) {
+    return aoti_cy_shape_contract_check(guards->contract, handles, count, reason, size);
   }
   return -1;
 }

@@ -31,16 +31,22 @@ typedef void (*AotiCyInputCheck)(AtenTensorOpaque** handles);
 
 typedef struct AotiCyInputGuards AotiCyInputGuards;
 
+typedef struct AotiCyShapeContract AotiCyShapeContract;
+
 /* Guards for `n` inputs from `checks[0:n]` (a NULL check leaves that input
- * unchecked), or NULL if out of memory. `cuda_index` is the GPU a CUDA model
- * runs on, -1 for a CPU model: a CUDA input on another GPU is refused (the
- * model's checks compare the device type only). */
+ * unchecked), or NULL if out of memory. `labels[0:n]` name the inputs in
+ * messages. `cuda_index` is the GPU a CUDA model runs on, -1 for a CPU
+ * model: a CUDA input on another GPU is refused (the model's checks compare
+ * the device type only). `contract` (owned by the guards from now on, may
+ * be NULL) is the model's shape contract (shape_contract.h): it replaces
+ * the model's check of every input it covers, and ties the inputs' dims. */
 AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size_t n,
-                                            int cuda_index);
+                                            const char* const* labels, int cuda_index,
+                                            AotiCyShapeContract* contract);
 void aoti_cy_input_guards_free(AotiCyInputGuards* guards);
 
 /* Checks the `n` input handles. Returns -1 when every input fits, else the
- * index of the first that does not, with the reason in `reason`
+ * index of an input that does not, with the whole message in `reason`
  * (NUL-terminated, cut to `size` bytes). Never throws; needs no GIL; any
  * number of threads may share one set of guards. */
 long aoti_cy_check_inputs(AotiCyInputGuards* guards, AtenTensorOpaque** handles,
