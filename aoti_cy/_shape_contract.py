@@ -453,8 +453,8 @@ def _bind(contract, name, kind, index, dim, p, q, d):
 
 
 def _split(items):
-    parts = [part.strip() for part in items.split(",")]
-    return [] if parts == [""] else parts
+    """``"s52, s20"`` -> ["s52", "s20"]; one-dim lists end in a comma."""
+    return [part.strip() for part in items.split(",") if part.strip()]
 
 
 def _input_spec(contract, index, asserted, check, slots):
