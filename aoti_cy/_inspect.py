@@ -17,6 +17,7 @@ import os
 import torch
 
 from aoti_cy import _spec_tree
+from aoti_cy._call_checks import input_labels, shape_contract_of
 from aoti_cy._constants import unset_constants
 from aoti_cy._extern_nodes import json_path_for, read_nodes
 from aoti_cy._package import list_models, open_artifact
@@ -150,9 +151,10 @@ def _describe_model(report, artifact, run):
         in_tree = _spec_tree.parse_spec(container.call_spec[0])
         out_tree = _spec_tree.parse_spec(container.call_spec[1])
         report["inputs"] = _inputs(report, container, in_tree, checks)
+        contract = _describe_contract(report, container)
         outputs = None
         if run and checks is not None and not report["needs"]:
-            outputs = _trial_outputs(report, container, checks)
+            outputs = _trial_outputs(report, container, checks, contract)
         elif run and report["needs"]:
             report["notes"].append("output dtypes and shapes are not known: the model "
                                    "cannot run here as it is")
@@ -299,18 +301,34 @@ def _trial_values(checks):
     return picks
 
 
-def _trial_inputs(checks, values, device):
-    inputs = []
-    for check in checks:
-        shape = [e["size"] if "size" in e else values[e["symbol"] or id(e)]
-                 for _, e in sorted(check.dims.items())]
-        inputs.append(torch.zeros(shape, dtype=check.dtype, device=device))
-    return inputs
+def _trial_shape(check, values):
+    return [e["size"] if "size" in e else values[e["symbol"] or id(e)]
+            for _, e in sorted(check.dims.items())]
 
 
-def _trial_outputs(report, container, checks):
+def _describe_contract(report, container):
+    """The shape contract in the report (``shape_contract``), or a note of
+    what stands in for it; the contract, or None."""
+    contract = shape_contract_of(container.library, container.num_inputs)
+    if contract is None:
+        report["shape_contract"] = None
+        report["notes"].append(
+            "no wrapper source beside the .so: each input is checked alone by the "
+            "model's own check (dtype, static sizes, bounds); dims shared between "
+            "inputs are NOT checked against each other")
+        return None
+    labels = input_labels(container.input_names, container.call_spec[0])
+    report["shape_contract"] = contract.to_json(labels)
+    return contract
+
+
+def _trial_outputs(report, container, checks, contract=None):
     """Output (dtype, device, dims) from two runs on zero-filled inputs of
     different sizes; None when the model cannot be run so."""
+    if contract is not None and len(contract.covered) == container.num_inputs:
+        return _trial_runs(report, container, checks, [
+            (values, contract.trial_sizes(values))
+            for values in (contract.trial_values(1), contract.trial_values(2))])
     if any(e.get("candidates") for c in checks for e in c.dims.values()):
         report["notes"].append("output shapes unknown: an input's dynamic dim may match "
                                "several others, so no trial inputs are sure to fit")
@@ -319,11 +337,20 @@ def _trial_outputs(report, container, checks):
         report["notes"].append("output shapes unknown: an input's dtype is not in "
                                "its check")
         return None
-    picks = _trial_values(checks)
+    return _trial_runs(report, container, checks, [
+        (values, [_trial_shape(check, values) for check in checks])
+        for values in _trial_values(checks)])
+
+
+def _trial_runs(report, container, checks, picks):
+    """Two runs on zero-filled inputs: ``picks`` holds (symbol values, input
+    shapes) for each."""
     runs = []
     try:
-        for values in picks:
-            runs.append((values, container.run(_trial_inputs(checks, values, container.device))))
+        for values, shapes in picks:
+            inputs = [torch.zeros(shape, dtype=check.dtype, device=container.device)
+                      for check, shape in zip(checks, shapes)]
+            runs.append((values, container.run(inputs)))
     except Exception as e:  # noqa: BLE001 - the report says why
         report["notes"].append(f"output shapes unknown: a trial run on zero-filled "
                                f"inputs failed ({type(e).__name__}: {e})")

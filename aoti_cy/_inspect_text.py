@@ -33,6 +33,7 @@ def _model(m, constants):
         symbols = _symbols(m["inputs"])
         if symbols:
             lines.append("  dynamic dims: " + ", ".join(symbols))
+    lines += _contract(m.get("shape_contract"))
     if m.get("outputs"):
         tree = m.get("output_tree")
         kind = tree.get("type") if tree else None
@@ -59,6 +60,25 @@ def _model(m, constants):
                      f"{len(m['exports'])}" + (f" (absent: {', '.join(absent)})" if absent else ""))
     for note in m.get("notes", []):
         lines.append(f"note: {note}")
+    return lines
+
+
+def _contract(contract):
+    """The shape contract: each input's dims by symbol, the symbols' ranges
+    and where their values come from, and what is left to the model."""
+    if not contract:
+        return []
+    lines = ["shape contract (checked on every call)"]
+    for entry in contract["inputs"]:
+        if entry is not None:
+            lines.append(f"  {entry['name']} [{', '.join(s or '?' for s in entry['sizes'])}]")
+    for symbol in contract["symbols"]:
+        high = "inf" if symbol["max"] is None else symbol["max"]
+        where = (f" (from {symbol['from']['input']} dim {symbol['from']['dim']})"
+                 if symbol["from"] else "")
+        lines.append(f"  {symbol['name']} in [{symbol['min']}, {high}]{where}")
+    for entry in contract["unchecked"]:
+        lines.append(f"  not checked: {entry['input']}: {entry['reason']}")
     return lines
 
 

@@ -323,6 +323,38 @@ class ShapeContract:
     def _symbol_label(self, slot):
         return self.symbols[slot]
 
+    # -- trial inputs, for inspect --
+
+    def trial_values(self, shift):
+        """Values of the symbols (by name) for a trial call: distinct from
+        each other where the ranges allow, ``shift`` moving them all."""
+        values, used = {}, set()
+        for b in self.bindings:
+            name = self.symbols[b.symbol]
+            if b.kind == FROM_SYMBOL:
+                source = values[self.symbols[b.input]]
+                values[name] = (b.p * source + b.q) // b.d
+                continue
+            low, high = self.ranges[b.symbol]
+            low = max(low, 2)
+            high = high if high is not None else low + 64
+            options = [v for v in range(low + shift, high + 1) if v not in used] or [low]
+            values[name] = options[0]
+            used.add(options[0])
+        return values
+
+    def trial_sizes(self, values):
+        """Each covered input's sizes for symbol ``values``; None for an
+        input the contract does not cover or cannot size."""
+        sizes = []
+        for spec in self.inputs:
+            try:
+                sizes.append(None if spec is None else
+                             [int(_evaluate(tree, values)) for tree in spec["sizes"]])
+            except (TypeError, KeyError):
+                sizes.append(None)
+        return sizes
+
     # -- description, for inspect --
 
     def describe(self, labels):
@@ -347,6 +379,7 @@ class ShapeContract:
         return lines
 
     def to_json(self, labels):
+        aliases = {b.symbol for b in self.bindings if b.kind == FROM_SYMBOL}
         return {
             "source": os.path.basename(self.source_path),
             "inputs": [None if spec is None else {
@@ -357,7 +390,7 @@ class ShapeContract:
             "symbols": [{"name": name, "min": self.ranges[k][0], "max": self.ranges[k][1],
                          "from": None if self.origin[k] is None else
                          {"input": labels[self.origin[k][0]], "dim": self.origin[k][1]}}
-                        for k, name in enumerate(self.symbols)],
+                        for k, name in enumerate(self.symbols) if k not in aliases],
             "unchecked": [{"input": labels[i], "reason": r} for i, r in self.unchecked],
         }
 
@@ -466,6 +499,11 @@ def _input_spec(contract, index, asserted, check, slots):
     sizes, strides = (_split(part) for part in asserted)
     if len(sizes) != len(strides):
         contract.unchecked.append((index, "its assertion does not parse"))
+        return None
+    if check.dtype is None or check.device_type is None:
+        contract.unchecked.append(
+            (index, "its dtype or device is not in the source: the model's own per-input "
+                    "check applies, and the contract only ties its dims"))
         return None
     spec = {"dtype": check.dtype, "device_type": _device_name(check.device_type),
             "sizes": [], "strides": [], "dim_bounds": []}
