@@ -167,7 +167,8 @@ def test_the_contract_is_read_from_the_source(tmp_path):
 def test_a_library_without_source_keeps_the_models_own_checks(tmp_path):
     library = extract_library(contract_models.tied_pair(), tmp_path / "pkg")
     bare = tmp_path / "bare.so"
-    bare.write_bytes(open(library, "rb").read())
+    with open(library, "rb") as f:
+        bare.write_bytes(f.read())
     assert _shape_contract.contract_for(str(bare), 2) is None
     with aoti_cy.ModelContainer(str(bare)) as model:
         a = torch.randn(2, 9)
