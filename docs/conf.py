@@ -6,6 +6,7 @@ docstrings and signatures are read from the compiled modules).
 """
 
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,15 +47,19 @@ html_static_path = []
 
 
 def _literal_before_letter(app, what, name, obj, options, lines):
-    """Let a plural or possessive follow an inline literal (````Model``s``):
-    reStructuredText needs an escaped space between them."""
+    """Let a letter follow an inline literal, as in a plural of a name in
+    double backquotes: reStructuredText needs an escaped space there."""
     for i, line in enumerate(lines):
-        lines[i] = _LITERAL_THEN_LETTER.sub(r"``\1``\\ ", line)
+        lines[i] = _LITERAL.sub(_escape_letter_after, line)
 
 
-import re  # noqa: E402
+def _escape_letter_after(match):
+    literal, letter = match.group(1), match.group(2)
+    return literal + "\\ " + letter if letter else literal
 
-_LITERAL_THEN_LETTER = re.compile(r"``([^`]+)``(?=[A-Za-z])")
+
+# Inline literals scanned left to right, with the letter that follows one.
+_LITERAL = re.compile(r"(``[^`]+``)([A-Za-z])?")
 
 
 def setup(app):
