@@ -359,6 +359,10 @@ class Example:
         return make_model(self.model_cls, self.init_args, device)
 
 
+#: Small example models by name, each an :class:`Example`:
+#: ``EXAMPLES["mlp"].package()`` is the path of its compiled `.pt2`,
+#: ``EXAMPLES["mlp"].inputs()`` inputs that fit it, and
+#: ``EXAMPLES["mlp"].eager()`` the eager module with the same weights.
 EXAMPLES = {
     "add_one": Example(AddOne, lambda g: [torch.randn(8, generator=g)]),
     "multi_io": Example(MultiIO, lambda g: [torch.randn(4, 5, generator=g),

@@ -132,3 +132,22 @@ def test_sphinx_build_has_no_warnings(tmp_path):
         capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert (tmp_path / "html" / "index.html").exists()
+
+
+def _readme_commands():
+    """The lines of the README's first ```sh block (.ci/run runs the second)."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    block = re.search(r"^```sh\n(.*?)^```$", text, re.S | re.M)
+    return block.group(1).splitlines()
+
+
+def test_readme_is_short_and_its_test_command_builds_the_docs():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        assert len(f.read().splitlines()) < 300
+    demo, test = _readme_commands()
+    assert "-m aoti_cy demo" in demo and "-m pytest" in test
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        docs_extra = re.search(r"^docs = \[(.*)\]$", f.read(), re.M).group(1)
+    pins = re.findall(r'"([^"]+)"', docs_extra)
+    assert pins and all(pin in test.split() for pin in pins), (pins, test)
