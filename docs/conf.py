@@ -5,6 +5,7 @@ aoti_cy built in place (autodoc imports it, so the Cython classes'
 docstrings and signatures are read from the compiled modules).
 """
 
+import importlib.util
 import os
 import re
 import sys
@@ -35,6 +36,8 @@ myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
+# aoti_cy.ray imports Ray, an optional extra: without it, document it anyway.
+autodoc_mock_imports = [] if importlib.util.find_spec("ray") else ["ray"]
 autodoc_typehints = "none"
 autodoc_default_options = {"members": True, "undoc-members": False,
                            "show-inheritance": True}
