@@ -77,7 +77,6 @@ def test_examples_run(page, tmp_path, monkeypatch):
     module.__file__ = filename
     monkeypatch.setitem(sys.modules, module.__name__, module)
     namespace = module.__dict__
-    ran = 0
     try:
         ran = _run_blocks(blocks, filename, namespace)
     finally:
