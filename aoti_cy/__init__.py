@@ -39,7 +39,13 @@ __all__ = ["AOTIError", "ConstantInfo", "MissingSymbolError", "Model",
 
 
 def get_include():
-    """The directory to put on a consumer's Cython include path, so that
-    ``cimport aoti_cy`` and ``from aoti_cy.interface cimport ...`` work."""
+    """The folder to put on a Cython consumer's include path.
+
+    Returns
+    -------
+    str
+        The folder that holds the ``aoti_cy`` package, so that
+        ``cimport aoti_cy`` and ``from aoti_cy.interface cimport ...`` work.
+    """
     import os
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

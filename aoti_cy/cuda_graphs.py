@@ -65,9 +65,38 @@ def _signature(tensor):
 
 
 class CapturedRun:
-    """One run of a CUDA container recorded in a ``torch.cuda.CUDAGraph``:
-    ``inputs`` are the static inputs it reads, ``outputs`` the tensors it
-    writes (overwritten by every replay)."""
+    """One run of a CUDA container recorded in a ``torch.cuda.CUDAGraph``.
+
+    Made by :func:`capture`. Warm-up runs (first-run work such as constant
+    folding) happen on a side stream before the capture and check the inputs
+    as any run does.
+
+    Parameters
+    ----------
+    container : ModelContainer
+        A container of a CUDA model whose library exports
+        ``AOTInductorModelContainerRunSingleThreaded``.
+    inputs : sequence of torch.Tensor
+        Example inputs; their values are copied into the static inputs.
+    warmup : int
+        Plain runs before the capture.
+
+    Attributes
+    ----------
+    inputs : list of torch.Tensor
+        The static inputs the graph reads.
+    outputs : list of torch.Tensor
+        The tensors the graph writes, overwritten by every replay.
+    graph : torch.cuda.CUDAGraph
+        The captured graph.
+
+    Raises
+    ------
+    ValueError
+        The model does not run on CUDA, or the inputs do not fit it.
+    CaptureError
+        The run could not be captured (a CPU sync, a data-dependent shape).
+    """
 
     def __init__(self, container, inputs, warmup=_WARMUP_RUNS, *, pool=None, stream=None):
         device = container.device
@@ -97,8 +126,26 @@ class CapturedRun:
             raise CaptureError(f"capturing a run of the model failed: {error}") from error
 
     def replay(self, *inputs):
-        """Copy ``inputs`` (if given) into the static inputs, replay on the
-        current stream, and return the static outputs."""
+        """Replay the captured run on the current stream.
+
+        Parameters
+        ----------
+        *inputs : torch.Tensor
+            New values, copied into the static inputs first; none to replay
+            on the values already there. Each must have the captured shape,
+            dtype and device.
+
+        Returns
+        -------
+        list of torch.Tensor
+            The static outputs (overwritten by the next replay: clone what
+            you keep).
+
+        Raises
+        ------
+        ValueError
+            Wrong number of inputs, or one of another shape, dtype or device.
+        """
         if inputs:
             if len(inputs) != len(self.inputs):
                 raise ValueError(f"the captured run takes {len(self.inputs)} inputs, "
@@ -129,7 +176,29 @@ def _end_broken_capture(device, stream):
 
 
 def capture(container, inputs, *, warmup=3):
-    """Capture one run of ``container`` on ``inputs`` into a CUDA graph."""
+    """Capture one run of ``container`` on ``inputs`` into a CUDA graph.
+
+    Parameters
+    ----------
+    container : ModelContainer
+        A container of a CUDA model.
+    inputs : sequence of torch.Tensor
+        Example inputs on the model's device.
+    warmup : int, optional
+        Plain runs before the capture (default 3).
+
+    Returns
+    -------
+    CapturedRun
+        Call ``replay(*new_inputs)`` to run it again.
+
+    Raises
+    ------
+    ValueError
+        The model does not run on CUDA, or the inputs do not fit it.
+    CaptureError
+        The run could not be captured.
+    """
     return CapturedRun(container, inputs, warmup)
 
 
@@ -145,9 +214,28 @@ class _GraphSet:
 
 
 class GraphRunner:
-    """Runs a CUDA container's calls through CUDA graphs (see the module
-    docstring). Made by :func:`make_runner`; the container calls
-    :meth:`run` for ``run``, ``model(...)`` and ``call_on_stream``."""
+    """Runs a CUDA container's calls through CUDA graphs.
+
+    Made by :func:`make_runner` when a container is created with
+    ``cuda_graphs=True``, and reachable as ``ModelContainer.cuda_graphs``.
+    The container calls :meth:`run` for ``run``, ``model(...)`` and
+    ``call_on_stream``. One graph set per model instance; each set holds at
+    most ``max_graphs`` graphs (one per input signature), least recently used
+    evicted.
+
+    Attributes
+    ----------
+    device : torch.device
+        The model's device.
+    max_graphs : int
+        Graphs kept per graph set.
+    static_outputs : bool
+        Whether calls return the graphs' own output tensors instead of clones.
+    enabled : bool
+        False once graphs were turned off for this model.
+    reason : str or None
+        Why graphs were turned off.
+    """
 
     def __init__(self, container, num_sets, max_graphs, static_outputs):
         if not isinstance(max_graphs, int) or max_graphs < 1:
@@ -209,11 +297,30 @@ class GraphRunner:
     # ---- public helpers ---------------------------------------------------
 
     def static_inputs(self, container, inputs):
-        """The static input tensors of the graph for ``inputs``' signature
-        (captured now if need be). Write a call's values into them and pass
-        them themselves (``model(*static)``): the call then copies nothing.
-        With ``num_models=1`` only: with several graph sets, each has its
-        own."""
+        """The static input tensors of the graph for the signature of ``inputs``.
+
+        Write a call's values into them and pass them themselves
+        (``model(*static)``): the call then copies nothing.
+
+        Parameters
+        ----------
+        container : ModelContainer
+            The container this runner belongs to.
+        inputs : sequence of torch.Tensor
+            Inputs of the signature wanted; the graph is captured now if it
+            does not exist yet.
+
+        Returns
+        -------
+        list of torch.Tensor
+            The graph's static inputs.
+
+        Raises
+        ------
+        RuntimeError
+            The container has several graph sets (``num_models`` > 1), or
+            CUDA graphs are off for this model.
+        """
         if len(self._sets) != 1:
             raise RuntimeError("static_inputs needs num_models=1 (one graph set)")
         key = tuple(map(_signature, inputs))
@@ -326,8 +433,33 @@ class GraphRunner:
 
 def make_runner(container, *, num_models=1, max_graphs=DEFAULT_MAX_GRAPHS,
                 static_outputs=False, proxy_executor=False):
-    """The GraphRunner for ``container``, or None (after one warning saying
-    why) for a model that cannot run through CUDA graphs."""
+    """Make the :class:`GraphRunner` of a container.
+
+    Parameters
+    ----------
+    container : ModelContainer
+        The container whose calls go through graphs.
+    num_models : int
+        Model instances of the container: one graph set each.
+    max_graphs : int
+        Graphs kept per set.
+    static_outputs : bool
+        Return the graphs' own output tensors instead of clones.
+    proxy_executor : bool
+        Whether the model calls fallback ops (graphs would skip their
+        host-side work).
+
+    Returns
+    -------
+    GraphRunner or None
+        None, after one :class:`GraphsUnavailable` warning saying why, for a
+        model that cannot run through CUDA graphs.
+
+    Raises
+    ------
+    ValueError
+        ``max_graphs`` is not a positive int.
+    """
     if not isinstance(max_graphs, int) or max_graphs < 1:
         raise ValueError(f"max_graphs must be a positive int, got {max_graphs!r}")
     reason = None

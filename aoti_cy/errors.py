@@ -21,8 +21,19 @@ __all__ = ["AOTIError", "ArgumentRuntimeError", "MissingSymbolError",
 class AOTIError(RuntimeError):
     """A C ABI call of the model returned a failure status.
 
-    ``function`` is the C entry point that failed and ``detail`` the runtime's
-    own message (or a note saying where it went).
+    Parameters
+    ----------
+    function : str
+        The C entry point that failed.
+    detail : str
+        The runtime's own message, or a note saying where it went.
+
+    Attributes
+    ----------
+    function : str
+        As given.
+    detail : str
+        As given.
     """
 
     def __init__(self, function, detail):
@@ -39,6 +50,20 @@ class MissingSymbolError(NotImplementedError):
 
     Models built by older torch releases lack newer entry points; rebuilding
     the model with a newer torch adds them.
+
+    Parameters
+    ----------
+    symbol : str
+        The missing entry point.
+    library : str
+        The model library's path.
+
+    Attributes
+    ----------
+    symbol : str
+        As given.
+    library : str
+        As given.
     """
 
     def __init__(self, symbol, library):

@@ -28,7 +28,13 @@ ModelSpec.__doc__ = """What to export: ``model_cls(*init_args)`` called with
 
 
 def cache_dir():
-    """The folder compiled packages are cached in."""
+    """The folder compiled packages are cached in.
+
+    Returns
+    -------
+    str
+        ``$AOTI_CY_CACHE`` if set, else ``~/.cache/aoti_cy``.
+    """
     return os.environ.get("AOTI_CY_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "aoti_cy")
 
@@ -53,19 +59,60 @@ def _source_key(model_cls):
 
 def compile_package(model_cls, args, *, kwargs=None, device="cpu",
                     inductor_configs=None, init_args=(), dynamic_shapes=None, strict=False):
-    """Path of a `.pt2` for ``model_cls(*init_args)`` exported with ``args``
-    (and ``kwargs``, ``dynamic_shapes``), compiled on first use and cached.
+    """Export and compile a model once; the path of its cached `.pt2`.
+
     The model's parameters come from a fixed seed, so the same key always
-    means the same weights."""
+    means the same weights. The flat tensor inputs are saved beside the
+    package as ``<path>.inputs.pt`` (what ``python -m aoti_cy bench`` reads).
+
+    Parameters
+    ----------
+    model_cls : type
+        A ``torch.nn.Module`` subclass; its source is part of the cache key.
+    args : tuple
+        Positional arguments of the export call.
+    kwargs : dict, optional
+        Keyword arguments of the export call.
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    inductor_configs : dict, optional
+        Options for ``torch._inductor.aoti_compile_and_package``, such as
+        ``{"always_keep_tensor_constants": True}``.
+    init_args : tuple
+        Arguments of ``model_cls``.
+    dynamic_shapes : optional
+        As ``torch.export.export`` takes them.
+    strict : bool
+        Strict export.
+
+    Returns
+    -------
+    str
+        The path of the package in :func:`cache_dir`.
+    """
     return compile_multi_package(
         {"model": ModelSpec(model_cls, args, kwargs, init_args, dynamic_shapes, strict)},
         device=device, inductor_configs=inductor_configs)
 
 
 def compile_multi_package(models, *, device="cpu", inductor_configs=None):
-    """Path of a `.pt2` holding several models, ``models`` mapping each
-    model name to a :class:`ModelSpec`; compiled on first use and cached like
-    :func:`compile_package`."""
+    """Export and compile several models into one `.pt2`, once.
+
+    Parameters
+    ----------
+    models : dict
+        Model name to :class:`ModelSpec` (or a tuple of its fields).
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    inductor_configs : dict, optional
+        As for :func:`compile_package`.
+
+    Returns
+    -------
+    str
+        The path of the package in :func:`cache_dir`; load one of its
+        models with ``aoti_cy.load(path, model_name=name)``.
+    """
     configs = dict(inductor_configs or {})
     models = {name: ModelSpec(*spec) for name, spec in models.items()}
     parts = [torch.__version__, str(device), repr(sorted(configs.items()))]
@@ -244,7 +291,17 @@ def nested_call_args(device="cpu", seed=1):
 
 
 class Example:
-    """A model class with example inputs that fit it."""
+    """A model class with example inputs that fit it.
+
+    Parameters
+    ----------
+    model_cls : type
+        A ``torch.nn.Module`` subclass.
+    make_inputs : callable
+        Takes a ``torch.Generator``, returns a list of input tensors.
+    init_args : tuple
+        Arguments of ``model_cls``.
+    """
 
     def __init__(self, model_cls, make_inputs, init_args=()):
         self.model_cls = model_cls
@@ -252,18 +309,60 @@ class Example:
         self.init_args = init_args
 
     def package(self, device="cpu", **inductor_configs):
+        """The path of the compiled `.pt2` (see :func:`compile_package`).
+
+        Parameters
+        ----------
+        device : str
+            ``"cpu"`` or ``"cuda"``.
+        **inductor_configs
+            Inductor options, e.g. ``always_keep_tensor_constants=True``.
+
+        Returns
+        -------
+        str
+        """
         return compile_package(self.model_cls, self.inputs(device), device=device,
                                inductor_configs=inductor_configs,
                                init_args=self.init_args)
 
     def inputs(self, device="cpu", seed=1):
+        """Inputs that fit the model.
+
+        Parameters
+        ----------
+        device : str
+            Where to put them.
+        seed : int
+            Seed of their random values.
+
+        Returns
+        -------
+        list of torch.Tensor
+        """
         generator = torch.Generator().manual_seed(seed)
         return [t.to(device) for t in self.make_inputs(generator)]
 
     def eager(self, device="cpu"):
+        """The eager module, with the weights its package was compiled with.
+
+        Parameters
+        ----------
+        device : str
+            Where to put it.
+
+        Returns
+        -------
+        torch.nn.Module
+            In eval mode.
+        """
         return make_model(self.model_cls, self.init_args, device)
 
 
+#: Small example models by name, each an :class:`Example`:
+#: ``EXAMPLES["mlp"].package()`` is the path of its compiled `.pt2`,
+#: ``EXAMPLES["mlp"].inputs()`` inputs that fit it, and
+#: ``EXAMPLES["mlp"].eager()`` the eager module with the same weights.
 EXAMPLES = {
     "add_one": Example(AddOne, lambda g: [torch.randn(8, generator=g)]),
     "multi_io": Example(MultiIO, lambda g: [torch.randn(4, 5, generator=g),
