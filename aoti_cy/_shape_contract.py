@@ -21,9 +21,14 @@ is above 1, as torch's own assertion compares them), and ranges on the
 symbols, with the 0/1 rule applied to the symbol (a symbol whose minimum
 inductor raised to 2 also runs at 1, as torch's runner does).
 
-What the source does not say is not checked here: an input no kernel reads
-gets no assertion, and then only the model's own per-input check applies
-to it (see :attr:`ShapeContract.unchecked`).
+Sources that hold no assertions (torch before 2.13 writes none in AOT
+mode, and an input no kernel reads gets none) are read differently: every
+dynamic dim the model binds no symbol from equals an expression of a symbol
+bound earlier (the model binds each symbol at its first input dim), and the
+symbol is the one whose range maps onto the dim's bounds; where several
+could, the dim keeps only its bounds. Static strides come from the model's
+check; the strides of dynamic dims are then not checked. What is left
+unchecked is listed in :attr:`ShapeContract.unchecked` (and by inspect).
 """
 
 import functools
@@ -282,6 +287,8 @@ class ShapeContract:
         self.bindings = []
         self.inputs = []
         self.unchecked = []        # (input, reason) the contract leaves to the model
+        self.asserted = False      # whether the source asserts the inputs' shapes
+        self._checks = []          # the model's per-input checks, as read
 
     @property
     def covered(self):
@@ -417,6 +424,7 @@ def _read(source, text, num_inputs):
     start = text.find("AOTInductorModel::run_impl(")
     body = text[start:] if start >= 0 else ""
     checks = _wrapper_source.read_inputs(source, num_inputs)
+    contract._checks = checks
     variables = {name: int(index) for name, index in _INPUT_VAR.findall(body)}
     end = body.find("inputs.clear();")
     _read_bindings(contract, body[:end if end >= 0 else len(body)], variables)
@@ -425,6 +433,7 @@ def _read(source, text, num_inputs):
     for variable, sizes, strides in _ASSERT.findall(body):
         if variable in variables:
             asserted[variables[variable]] = (sizes, strides)
+    contract.asserted = bool(asserted)
     for i in range(num_inputs):
         contract.inputs.append(_input_spec(contract, i, asserted.get(i), checks[i], slots))
     _read_ranges(contract, checks)
@@ -492,10 +501,7 @@ def _split(items):
 
 def _input_spec(contract, index, asserted, check, slots):
     if asserted is None:
-        contract.unchecked.append(
-            (index, "no kernel reads it, so the source holds no assertion of its shape: "
-                    "only the model's own per-input check applies"))
-        return None
+        return _inferred_spec(contract, index, check)
     sizes, strides = (_split(part) for part in asserted)
     if len(sizes) != len(strides):
         contract.unchecked.append((index, "its assertion does not parse"))
@@ -513,6 +519,104 @@ def _input_spec(contract, index, asserted, check, slots):
         entry = check.dims.get(d, {})
         spec["dim_bounds"].append((entry.get("min", 0), entry.get("max")))
     return spec
+
+
+def _symbol_range(contract, check_of, slot):
+    """The range of a symbol bound from a tensor dim, from that dim's bounds
+    in the model's check (None when unknown)."""
+    binding = next(b for b in contract.bindings if b.symbol == slot)
+    if binding.kind != FROM_SIZE:
+        return None
+    entry = check_of(binding.input).dims.get(binding.dim, {})
+    if "min" not in entry:
+        return None
+    low = -(-(binding.p * entry["min"] + binding.q) // binding.d)
+    high = (None if entry.get("max") is None
+            else (binding.p * entry["max"] + binding.q) // binding.d)
+    return low, high
+
+
+def _dim_of_binding(binding, name):
+    """The size tree of the dim a binding reads: ``(d*s - q) / p``."""
+    if binding.p == 0 or (binding.d % binding.p) or (binding.q % binding.p):
+        return None
+    scale, offset = binding.d // binding.p, -binding.q // binding.p
+    tree = ("name", name) if scale == 1 else ("*", ("num", scale), ("name", name))
+    return tree if offset == 0 else ("+", ("num", offset), tree)
+
+
+def _inferred_spec(contract, index, check):
+    """An input's spec without an assertion: static dims and strides from
+    the model's check, symbol dims from the bindings, and each other dynamic
+    dim tied to the one symbol whose range maps onto its bounds."""
+    if check.dtype is None or check.device_type is None or not check.dims:
+        contract.unchecked.append(
+            (index, "the source holds neither an assertion of its shape nor its dtype "
+                    "and device: only the model's own per-input check applies"))
+        return None
+    checks = contract._checks
+    spec = {"dtype": check.dtype, "device_type": _device_name(check.device_type),
+            "sizes": [], "strides": [], "dim_bounds": []}
+    bound_here = {(b.input, b.dim): b for b in contract.bindings if b.kind == FROM_SIZE}
+    ranges = {}
+    for b in contract.bindings:
+        if b.kind != FROM_SYMBOL:
+            found = _symbol_range(contract, lambda i: checks[i], b.symbol)
+            if found is not None:
+                ranges[b.symbol] = found
+    loose = []
+    for d in range(check.rank):
+        entry = check.dims.get(d, {})
+        low, high = entry.get("min", 0), entry.get("max")
+        tree = None
+        if "size" in entry:
+            tree = ("num", entry["size"])
+        elif (index, d) in bound_here:
+            binding = bound_here[(index, d)]
+            tree = _dim_of_binding(binding, contract.symbols[binding.symbol])
+        else:
+            tree = _tie_by_bounds(contract, ranges, low, high)
+        if tree is None and "size" not in entry:
+            loose.append(d)
+        spec["sizes"].append(tree)
+        stride = check.strides.get(d)
+        spec["strides"].append(("num", stride) if stride is not None else None)
+        spec["dim_bounds"].append((low, high))
+    dynamic_strides = [d for d in range(check.rank) if d not in check.strides]
+    if dynamic_strides:
+        contract.unchecked.append(
+            (index, f"the strides of dims {dynamic_strides} are not checked: the source "
+                    f"holds no assertion of them (pass contiguous tensors)"))
+    if loose:
+        contract.unchecked.append(
+            (index, f"dims {loose} are checked against their bounds only: the source does "
+                    f"not say which symbol they share"))
+    return spec
+
+
+def _tie_by_bounds(contract, ranges, low, high):
+    """``a*s + b`` for the one bound symbol ``s`` whose range maps onto
+    ``[low, high]``, or None when none or several could."""
+    found = []
+    for slot, (s_low, s_high) in ranges.items():
+        if (high is None) != (s_high is None):
+            continue
+        if high is None or s_high == s_low:
+            a = 1
+        else:
+            a, rest = divmod(high - low, s_high - s_low)
+            if rest or a < 1:
+                continue
+        b = low - a * s_low
+        if high is not None and a * s_high + b != high:
+            continue
+        found.append((slot, a, b))
+    if len(found) != 1:
+        return None
+    slot, a, b = found[0]
+    name = contract.symbols[slot]
+    tree = ("name", name) if a == 1 else ("*", ("num", a), ("name", name))
+    return tree if b == 0 else ("+", ("num", b), tree)
 
 
 def _device_name(device_type):
@@ -542,7 +646,10 @@ def _read_ranges(contract, checks):
             continue
         for d, tree in enumerate(spec["sizes"]):
             low, high = spec["dim_bounds"][d]
-            if tree is None or tree[0] == "num":
+            if tree is None:
+                spec["dim_bounds"][d] = (1 if low == 2 else low, high)
+                continue
+            if tree[0] == "num":
                 spec["dim_bounds"][d] = (0, None)
                 continue
             names = _names_in(tree)

@@ -32,7 +32,7 @@ _DTYPE = re.compile(_MESSAGE + r'unmatched dtype, "\s*<<\s*"expected: "\s*<<\s*\
 _STATIC = re.compile(_MESSAGE + r'unmatched dim value at (\d+), "\s*<<\s*"expected: (-?\d+),')
 _LOW = re.compile(_MESSAGE + r'dim value is too small at (\d+), "\s*<<\s*"expected it to be >= (-?\d+),')
 _HIGH = re.compile(_MESSAGE + r'dim value is too large at (\d+), "\s*<<\s*"expected to be <= (-?\d+),')
-_STRIDE = re.compile(_MESSAGE + r'unmatched stride value at (\d+),')
+_STRIDE = re.compile(_MESSAGE + r'unmatched stride value at (\d+), "\s*<<\s*"expected: (-?\d+),')
 _DEVICE = re.compile(_MESSAGE + r'unmatched device type, "\s*<<\s*"expected: "\s*<<\s*\w+\s*<<\s*"\d+\((\w+)\)')
 _INPUT_VAR = re.compile(r'auto (\w+) = std::move\(inputs\[(\d+)\]\);')
 _SYMBOL = re.compile(r'int64_t (s\d+) = (\w+)_size\[(\d+)\];')
@@ -43,12 +43,14 @@ class InputInfo:
     None), ``device_type`` ("cpu", "cuda", ... or None) and ``dims``, one
     dict per dim: ``{"size": n}`` for a static dim, ``{"symbol": "s72",
     "min": lo, "max": hi}`` for a dynamic one (``max`` None when unbounded,
-    ``symbol`` None when the model reads no symbol for it)."""
+    ``symbol`` None when the model reads no symbol for it); ``strides`` maps
+    dims to the static strides the check compares."""
 
     def __init__(self):
         self.dtype = None
         self.device_type = None
         self.dims = {}
+        self.strides = {}     # dim -> the static stride the check compares
 
     @property
     def rank(self):
@@ -84,7 +86,8 @@ def read_inputs(source_path, num_inputs):
         dim(index, d)["min"] = int(low)
     for index, d, high in _HIGH.findall(text):
         dim(index, d)["max"] = int(high)
-    for index, d in _STRIDE.findall(text):
+    for index, d, stride in _STRIDE.findall(text):
+        at(index).strides[int(d)] = int(stride)
         dim(index, d)
     variables = {name: int(index) for name, index in _INPUT_VAR.findall(text)}
     for symbol, variable, d in _SYMBOL.findall(text):

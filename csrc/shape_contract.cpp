@@ -30,7 +30,8 @@ struct Program {
 struct Dim {
   Program size;
   Program stride;
-  int64_t high = kNoLimit;  // an upper bound the symbols' ranges do not imply
+  int64_t low = 0;          // bounds the symbols' ranges do not imply
+  int64_t high = kNoLimit;
 };
 
 struct Input {
@@ -264,6 +265,14 @@ std::string AotiCyShapeContract::check_dims(size_t i, const at::Tensor& t,
   for (size_t d = 0; d < spec.dims.size(); ++d) {
     const Dim& dim = spec.dims[d];
     int64_t want = 0;
+    if (sizes[d] < dim.low) {
+      return spec.label + " dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
+             ", below the model's minimum of " + std::to_string(dim.low);
+    }
+    if (dim.high != kNoLimit && sizes[d] > dim.high) {
+      return spec.label + " dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
+             ", above the model's maximum of " + std::to_string(dim.high);
+    }
     if (dim.size.ops.empty()) continue;
     if (!evaluate(dim.size, symbols, num_symbols, &want)) {
       return spec.label + " dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
@@ -283,10 +292,6 @@ std::string AotiCyShapeContract::check_dims(size_t i, const at::Tensor& t,
       }
       return head + ", but the model expects " + dim.size.text + " = " +
              std::to_string(want) + symbols_of(dim.size, symbols);
-    }
-    if (dim.high != kNoLimit && sizes[d] > dim.high) {
-      return spec.label + " dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
-             ", above the model's maximum of " + std::to_string(dim.high);
     }
   }
   if (t.numel() == 0) return "";  // no element is read: strides do not matter
@@ -426,7 +431,7 @@ AotiCyShapeContract* aoti_cy_shape_contract_new(const int64_t* words, size_t len
         if (text + 2 > num_texts) return nullptr;
         dim.size.text = texts[text++];
         dim.stride.text = texts[text++];
-        reader.next();  // the lower bound: checked on the symbols
+        dim.low = reader.next();
         dim.high = reader.next();
       }
     }

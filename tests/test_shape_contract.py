@@ -4,6 +4,7 @@ allows runs and matches eager and torch's loader."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -84,7 +85,10 @@ def test_a_refused_call_leaves_the_container_usable(tied):
         torch.testing.assert_close(tied["run"](a, b)[0], a * 2 + b)
 
 
-def test_strides_are_checked_as_expressions(tied):
+def test_strides_are_checked_as_expressions(tied, tmp_path):
+    library = extract_library(contract_models.tied_pair(), tmp_path)
+    if not _shape_contract.contract_for(library, 2).asserted:
+        pytest.skip("this torch writes no shape assertions: dynamic strides are unknown")
     wide = torch.randn(2, 20)
     with pytest.raises(ValueError, match=r"input 0 .* has stride 20 at dim 0, the model "
                                          r"expects s\d+ = 9 .*contiguous"):
@@ -157,11 +161,43 @@ def test_the_contract_is_read_from_the_source(tmp_path):
     library = extract_library(contract_models.derived_dims(), tmp_path)
     contract = _shape_contract.contract_for(library, 3)
     assert contract.covered == [0, 1, 2]
-    assert contract.unchecked == []
+    assert contract.unchecked == [] or not contract.asserted
     text = "\n".join(contract.describe(["x", "y", "z"]))
     assert "x [s" in text and "8*s" in text and "1 + s" in text
     ranges = sorted(r for r in contract.ranges if r != (0, None))
     assert ranges == [(1, 32), (1, 64)]
+
+
+def _without_assertions(library):
+    """Drop the shape assertions from the wrapper source beside ``library``,
+    as torch before 2.13 writes it."""
+    source = os.path.splitext(library)[0] + ".cpp"
+    with open(source) as f:
+        lines = [line for line in f if "assert_size_stride" not in line]
+    with open(source, "w") as f:
+        f.writelines(lines)
+
+
+def test_a_source_without_assertions_is_read_from_bindings_and_bounds(tmp_path):
+    library = extract_library(contract_models.derived_dims(), tmp_path)
+    _without_assertions(library)
+    contract = _shape_contract.contract_for(library, 3)
+    assert not contract.asserted and contract.covered == [0, 1, 2]
+    sizes = " | ".join(", ".join(contract.formula(t) for t in spec["sizes"])
+                       for spec in contract.inputs)
+    assert re.fullmatch(r"(s\d+), 8\*(s\d+) \| \1, \2, 8 \| \1, 1 \+ \2", sizes), sizes
+    text = "\n".join(contract.describe(["x", "y", "z"]))
+    assert "strides of dims [0] are not checked" in text
+    with aoti_cy.ModelContainer(library) as model:
+        for k in (1, 3):
+            x, y, z = torch.randn(2, 8 * k), torch.randn(2, k, 8), torch.randn(2, k + 1)
+            for got, want in zip(model.run([x, y, z]), _derived_eager(x, y, z)):
+                torch.testing.assert_close(got, want)
+        with pytest.raises(ValueError, match=r"input 2 .* dim 1 is 5, but the model expects "
+                                             r"1 \+ s\d+ = 4"):
+            model.run([torch.randn(2, 24), torch.randn(2, 3, 8), torch.randn(2, 5)])
+        with pytest.raises(ValueError, match=r"input 1 .* dim 0 is 3, but input 0 .* dim 0 is 2"):
+            model.run([torch.randn(2, 24), torch.randn(3, 3, 8), torch.randn(2, 4)])
 
 
 def test_a_library_without_source_keeps_the_models_own_checks(tmp_path):
