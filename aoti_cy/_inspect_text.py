@@ -53,6 +53,8 @@ def _model(m, constants):
         width = max(len(f["path"]) for f in m["files"])
         for f in m["files"]:
             lines.append(f"  {f['path']:<{width}}  {_size(f['bytes']):>9}  {f['role']}")
+    if m.get("stack"):
+        lines.append(f"stack     {_stack(m['stack'])}")
     if m.get("exports"):
         absent = [name for name, present in m["exports"].items() if not present]
         lines.append(f"optional ABI entry points: {len(m['exports']) - len(absent)} of "
@@ -60,6 +62,15 @@ def _model(m, constants):
     for note in m.get("notes", []):
         lines.append(f"note: {note}")
     return lines
+
+
+def _stack(stack):
+    if not stack["executable_in_file"]:
+        return f"non-executable ({stack['in_file']})"
+    loaded = {False: "loaded with a non-executable stack",
+              True: "loaded with an executable stack",
+              None: "not loaded"}[stack["loaded_executable"]]
+    return f"executable ({stack['in_file']}) in the file; {loaded}"
 
 
 def _shape(shape):
