@@ -128,8 +128,8 @@ def _dlopen_failure(path, message, flags):
         f"allow_executable_stack=True: aoti_cy then loads a copy with the request "
         f"cleared (AOTInductor models do not need it). Only if the library really "
         f"needs an executable stack, start Python with "
-        f"GLIBC_TUNABLES=glibc.rtld.execstack=2, which lets every library of the "
-        f"process make the stack executable")
+        f"GLIBC_TUNABLES=glibc.rtld.execstack=2 (where this glibc has that setting), "
+        f"which makes the stack of the whole process executable from its start")
 
 
 cdef int _raise_aoti_error(const char* function, const char* message) except -1 with gil:
