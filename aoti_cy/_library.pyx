@@ -406,4 +406,3 @@ cdef void leave_cuda_device(void* guard) noexcept nogil:
     """Put back the device current before enter_cuda_device."""
     if guard != NULL:
         _cuda_shim.delete_guard(guard)
-
