@@ -183,6 +183,32 @@ def test_bare_library_is_copied_never_written(bare_library):
     assert aoti_tempdirs() == set()
 
 
+def test_unpacked_package_folder_is_copied_never_written(bare_library, example):
+    # File facts only (no maps line): this process may have loaded an RWE
+    # library through torch's loader in another test already.
+    import gc
+    import json
+    folder = os.path.dirname(bare_library)
+    before = file_hash(bare_library)
+    with open(bare_library[:-len(".so")] + "_metadata.json") as f:
+        metadata = json.load(f)
+    model = aoti_cy.load(os.path.dirname(os.path.dirname(os.path.dirname(folder))))
+    assert model.library_path == os.path.realpath(bare_library)
+    assert model.library.loaded_path != model.library_path
+    assert model.library.executable_stack is False
+    assert _elf.stack_text(_elf.stack_flags(model.library.loaded_path)) == "RW"
+    assert model.metadata == metadata          # read beside the user's file
+    inputs = example("mlp").inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model.run(inputs)[0], example("mlp").eager()(*inputs))
+    assert len(aoti_tempdirs()) == 1
+    model.close()
+    del model
+    gc.collect()
+    assert aoti_tempdirs() == set()
+    assert file_hash(bare_library) == before
+
+
 def test_drop_in_loader_keeps_the_stack_non_executable(mlp_package):
     result = in_fresh_process("""
         model = aoti_cy.aoti_load_package(PATH)
