@@ -67,10 +67,11 @@ def _model(m, constants):
 def _stack(stack):
     if not stack["executable_in_file"]:
         return f"non-executable ({stack['in_file']})"
+    header = "no PT_GNU_STACK header" if stack["in_file"] == "none" else stack["in_file"]
     loaded = {False: "loaded with a non-executable stack",
               True: "loaded with an executable stack",
               None: "not loaded"}[stack["loaded_executable"]]
-    return f"executable ({stack['in_file']}) in the file; {loaded}"
+    return f"executable ({header}) in the file; {loaded}"
 
 
 def _shape(shape):

@@ -327,6 +327,13 @@ def test_library_without_a_stack_header_is_refused(bare_library, tmp_path):
     for load in (aoti_cy.load, aoti_cy.ModelContainer, aoti_cy.Model):
         with pytest.raises(aoti_cy.PackageError, match="no PT_GNU_STACK program header"):
             load(library)
+    report = inspect_package(library, run=False)
+    (model,) = report["models"]
+    assert model["stack"] == {"in_file": "none", "executable_in_file": True,
+                              "loaded_executable": None}
+    assert "no PT_GNU_STACK program header" in model["load_error"]
+    assert ("stack     executable (no PT_GNU_STACK header) in the file; not loaded"
+            in format_report(report))
     assert file_hash(library) == before
     assert aoti_tempdirs() == set()
 
