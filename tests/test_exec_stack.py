@@ -201,6 +201,9 @@ def test_unpacked_package_folder_is_copied_never_written(bare_library, example):
     inputs = example("mlp").inputs()
     with torch.no_grad():
         torch.testing.assert_close(model.run(inputs)[0], example("mlp").eager()(*inputs))
+    # The model's own input checks, found in the copy's symbol table.
+    with pytest.raises(ValueError, match="does not fit the model"):
+        model.run([torch.randn(16, 32)])
     assert len(aoti_tempdirs()) == 1
     model.close()
     del model
