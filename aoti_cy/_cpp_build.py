@@ -13,6 +13,11 @@ flags, but with the system compiler (``/usr/bin/g++``: a compiler that links
 libstdc++ statically gives a library aoti_cy refuses), and once: the result
 is kept in a cache folder under a hash of everything that goes into it.
 
+The library is linked with ``-z noexecstack``: the package's weights object
+is assembled without a ``.note.GNU-stack`` note, from which the linker would
+otherwise conclude that the library needs an executable stack (see
+``_elf.stack_flags``); nothing inductor generates does.
+
 Cache entries are built in a private folder beside the cache and renamed into
 place, so a reader never sees half a library and an entry never changes once
 there (``ModelLibrary`` refuses a library replaced on disk); concurrent
@@ -33,7 +38,10 @@ from aoti_cy.errors import PackageError
 __all__ = ["build_cache_dir", "build_library", "ships_sources_only"]
 
 SYSTEM_CXX = "/usr/bin/g++"
-_KEY_VERSION = "aoti_cy-cpp-build-2"
+# Moves with every change to how libraries are built: 3 links with -z noexecstack.
+_KEY_VERSION = "aoti_cy-cpp-build-3"
+_NO_EXECUTABLE_STACK_COMPILE = "-Wa,--noexecstack"
+_NO_EXECUTABLE_STACK_LINK = "-Wl,-z,noexecstack"
 _PAGE = 16384   # torch pads the .so to this before appending mmapped weights
 _SCRIPT = re.compile(r"--script=[^,\s]*script\.ld")
 _OUTPUT_LIMIT = 6000
@@ -241,7 +249,10 @@ def _compile_and_link(work, model_dir, files, stem, compile_flags, link_flags, c
 
     script = os.path.join(model_dir, "script.ld")
     link_flags = dict(link_flags, passthrough_args=[
-        _SCRIPT.sub("--script=" + script, arg) for arg in link_flags.get("passthrough_args") or ()])
+        *(_SCRIPT.sub("--script=" + script, arg) for arg in link_flags.get("passthrough_args") or ()),
+        _NO_EXECUTABLE_STACK_LINK])
+    compile_flags = dict(compile_flags, passthrough_args=[
+        *(compile_flags.get("passthrough_args") or ()), _NO_EXECUTABLE_STACK_COMPILE])
     compile_step = CppBuilder(name=stem, sources=os.path.join(model_dir, stem + ".cpp"),
                               BuildOption=options(compile_flags), output_dir=work)
     _run(compile_step, "compiling", cxx, model_dir, log_path)

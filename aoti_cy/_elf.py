@@ -7,6 +7,10 @@ dlopen: what the dynamic loader would not tell us.
   in every model (``check_input_<i>``). They are local (static) functions, so
   dlsym cannot see them; the symbol table (``.symtab``) of an unstripped
   library lists them.
+- ``stack_flags`` and ``clear_executable_stack`` read and clear the
+  executable bit of the ``PT_GNU_STACK`` program header: a library whose
+  header asks for an executable stack makes dlopen turn the stack of every
+  thread of the process executable (glibc < 2.41) or refuse it (2.41+).
 """
 
 import os
@@ -20,6 +24,9 @@ from aoti_cy.errors import PackageError
 
 _ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "ppc64le": 21, "s390x": 22}
 
+_PT_LOAD = 1
+_PT_GNU_STACK = 0x6474E551
+PF_X, PF_W, PF_R = 1, 2, 4
 _SHT_SYMTAB = 2
 _STT_FUNC = 2
 _SYMBOL = numpy.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"),
@@ -62,7 +69,7 @@ def check_elf(path):
             raise PackageError(f"{path} is truncated ({size} bytes)")
         for i in range(phnum):
             kind, _, offset, _, _, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
-            if kind == 1:   # PT_LOAD
+            if kind == _PT_LOAD:
                 needed = max(needed, offset + filesz)
     if size < needed:
         raise PackageError(f"{path} is truncated: {size} bytes, its headers need {needed}")
@@ -117,3 +124,63 @@ def _input_check_offsets(path, num_inputs):
                    & ((symbols["info"] & 0xF) == _STT_FUNC)
                    & (symbols["shndx"] != 0) & (symbols["value"] != 0)]
     return {wanted[int(s["name"])]: int(s["value"]) for s in hits}
+
+
+def _stack_header_offset(f, path):
+    """(file offset of the PT_GNU_STACK header's p_flags, its flags), or
+    (None, None) when the library has no such header."""
+    header = _header(f, path)
+    phoff, = struct.unpack_from("<Q", header, 32)
+    phentsize, phnum = struct.unpack_from("<HH", header, 54)
+    if phentsize < 8:
+        raise PackageError(f"{path} has malformed program headers (entry size {phentsize})")
+    f.seek(phoff)
+    table = f.read(phentsize * phnum)
+    if len(table) < phentsize * phnum:
+        raise PackageError(f"{path} is truncated: its program headers end past the file")
+    for i in range(phnum):
+        kind, flags = struct.unpack_from("<II", table, i * phentsize)
+        if kind == _PT_GNU_STACK:
+            return phoff + i * phentsize + 4, flags
+    return None, None
+
+
+def stack_flags(path):
+    """The ``p_flags`` of the library's ``PT_GNU_STACK`` program header
+    (``PF_R | PF_W | PF_X`` asks for an executable stack), or None when it
+    has none (glibc then assumes an executable stack on x86-64)."""
+    with open(path, "rb") as f:
+        return _stack_header_offset(f, path)[1]
+
+
+def stack_text(flags):
+    """``flags`` as readelf shows them ("RW", "RWE"), "none" for None."""
+    if flags is None:
+        return "none"
+    return "".join(letter for bit, letter in ((PF_R, "R"), (PF_W, "W"), (PF_X, "E"))
+                   if flags & bit)
+
+
+def asks_for_executable_stack(flags):
+    """Whether a library with these PT_GNU_STACK flags makes dlopen want an
+    executable stack (a missing header does too, on x86-64 and aarch64)."""
+    return flags is None or bool(flags & PF_X)
+
+
+def clear_executable_stack(path):
+    """Clear ``PF_X`` in the ``PT_GNU_STACK`` header of the library at
+    ``path``, in place: only that header's 4-byte ``p_flags`` field is
+    rewritten. Returns whether the file changed. A library without the
+    header cannot be fixed this way: PackageError."""
+    with open(path, "r+b") as f:
+        offset, flags = _stack_header_offset(f, path)
+        if offset is None:
+            raise PackageError(
+                f"{path} has no PT_GNU_STACK program header, so the dynamic loader "
+                f"assumes it needs an executable stack; relink it (e.g. with "
+                f"-Wl,-z,noexecstack) to load it with a non-executable stack")
+        if not flags & PF_X:
+            return False
+        f.seek(offset)
+        f.write(struct.pack("<I", flags & ~PF_X))
+    return True

@@ -19,6 +19,7 @@ import torch
 from aoti_cy import _spec_tree
 from aoti_cy._call_checks import input_labels, shape_contract_of
 from aoti_cy._constants import unset_constants
+from aoti_cy._elf import asks_for_executable_stack, stack_flags, stack_text
 from aoti_cy._extern_nodes import json_path_for, read_nodes
 from aoti_cy._package import list_models, open_artifact
 from aoti_cy._wrapper_source import read_inputs, wrapper_source_for
@@ -61,6 +62,7 @@ def _inspect_model(path, name, run):
         return report
     try:
         _describe_artifact(report, artifact)
+        _describe_stack(report, artifact)
         _describe_model(report, artifact, run)
     finally:
         artifact.cleanup()
@@ -123,6 +125,20 @@ def _describe_artifact(report, artifact):
     report["device"] = artifact.device
 
 
+def _describe_stack(report, artifact):
+    """What the library's PT_GNU_STACK header asks for, as shipped; whether
+    the loaded library keeps an executable stack is filled in on load."""
+    flags = artifact.shipped_stack_flags
+    if flags is None:
+        try:
+            flags = stack_flags(artifact.library_path)
+        except (OSError, PackageError):
+            return   # the load reports what is wrong with the file
+    report["stack"] = {"in_file": stack_text(flags),
+                       "executable_in_file": asks_for_executable_stack(flags),
+                       "loaded_executable": None}
+
+
 # ---- the model -----------------------------------------------------------------
 
 
@@ -141,6 +157,8 @@ def _describe_model(report, artifact, run):
         report["needs"].append(f"a container: {error}")
         report["inputs"] = report["outputs"] = []
         return
+    if "stack" in report:
+        report["stack"]["loaded_executable"] = container.library.executable_stack
     try:
         report["exports"] = container.library.exported()
         _describe_constants(report, container)

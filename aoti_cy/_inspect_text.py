@@ -54,6 +54,8 @@ def _model(m, constants):
         width = max(len(f["path"]) for f in m["files"])
         for f in m["files"]:
             lines.append(f"  {f['path']:<{width}}  {_size(f['bytes']):>9}  {f['role']}")
+    if m.get("stack"):
+        lines.append(f"stack     {_stack(m['stack'])}")
     if m.get("exports"):
         absent = [name for name, present in m["exports"].items() if not present]
         lines.append(f"optional ABI entry points: {len(m['exports']) - len(absent)} of "
@@ -80,6 +82,16 @@ def _contract(contract):
     for entry in contract["unchecked"]:
         lines.append(f"  not checked: {entry['input']}: {entry['reason']}")
     return lines
+
+
+def _stack(stack):
+    if not stack["executable_in_file"]:
+        return f"non-executable ({stack['in_file']})"
+    header = "no PT_GNU_STACK header" if stack["in_file"] == "none" else stack["in_file"]
+    loaded = {False: "loaded with a non-executable stack",
+              True: "loaded with an executable stack",
+              None: "not loaded"}[stack["loaded_executable"]]
+    return f"executable ({header}) in the file; {loaded}"
 
 
 def _shape(shape):

@@ -60,6 +60,8 @@ cdef class ModelLibrary:
     cdef void* _handle
     cdef AOTIFunctions fn
     cdef readonly str path
+    cdef readonly str loaded_path       # the file dlopen mapped: path, or a fixed copy
+    cdef readonly bint executable_stack  # whether the mapped file asks for one
     cdef object __weakref__
     cdef vector[InputCheckFn] _input_checks   # per input; see input_checks()
     cdef size_t _input_checks_found

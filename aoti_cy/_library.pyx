@@ -4,6 +4,13 @@ A model `.so` is opened once per file (RTLD_NOW | RTLD_LOCAL, so two models
 never see each other's symbols) and cached while anything made from it is
 alive. Required entry points are checked at load; optional ones are NULL
 until a feature asks for them through ``ModelLibrary.require``.
+
+Executable stacks: a library whose ``PT_GNU_STACK`` header asks for one
+(every model torch 2.13 links) would make dlopen turn the stack of every
+thread executable (glibc < 2.41) or fail (glibc 2.41+). Unless the caller
+passes ``allow_executable_stack=True``, such a library is loaded from a
+private copy with the request cleared; ``path`` stays the caller's file,
+``loaded_path`` is the copy.
 """
 
 import os
@@ -14,7 +21,9 @@ from libcpp.vector cimport vector
 from posix.dlfcn cimport dlopen, dlsym, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL
 
 from aoti_cy.errors import AOTIError, MissingSymbolError, PackageError
-from aoti_cy._elf import check_elf, input_check_offsets
+from aoti_cy._elf import (asks_for_executable_stack, check_elf, input_check_offsets,
+                          stack_flags, stack_text)
+from aoti_cy._package import _remove_private_dir, private_library_copy
 
 cdef extern from "<dlfcn.h>" nogil:
     enum: RTLD_NOLOAD
@@ -107,6 +116,22 @@ cdef str _dlerror():
     return message.decode("utf-8", "replace") if message != NULL else "unknown error"
 
 
+def _dlopen_failure(path, message, flags):
+    """The PackageError for a failed dlopen; for an executable-stack refusal
+    (glibc 2.41+), the reason and the ways out."""
+    if "executable stack" not in message:
+        return PackageError(f"cannot load model library {path}: {message}")
+    return PackageError(
+        f"cannot load model library {path}: {message}. The library's PT_GNU_STACK "
+        f"header asks for an executable stack ({stack_text(flags)}), which this glibc "
+        f"(2.41 or later) refuses to enable at dlopen. Load it without "
+        f"allow_executable_stack=True: aoti_cy then loads a copy with the request "
+        f"cleared (AOTInductor models do not need it). Only if the library really "
+        f"needs an executable stack, start Python with "
+        f"GLIBC_TUNABLES=glibc.rtld.execstack=2 (where this glibc has that setting), "
+        f"which makes the stack of the whole process executable from its start")
+
+
 cdef int _raise_aoti_error(const char* function, const char* message) except -1 with gil:
     # Apart from check() so that check(), called after every run without the
     # GIL, holds no Python object: Cython would take the GIL to release one
@@ -124,16 +149,22 @@ cdef class ModelLibrary:
 
     Use :func:`open_library`, which shares one instance per file; the library
     stays loaded while any container or model made from it is alive.
+    ``path`` is the file asked for; ``loaded_path`` the file dlopen mapped
+    (a private copy where the executable-stack request was cleared);
+    ``executable_stack`` whether the mapped file asks for an executable stack.
     """
 
-    def __cinit__(self, str path):
+    def __cinit__(self, str path, str loaded_path=None):
         self._handle = NULL
         self._input_checks_read = False
         self.path = path
-        cdef bytes encoded = os.fsencode(path)
+        self.loaded_path = loaded_path or path
+        flags = stack_flags(self.loaded_path)
+        self.executable_stack = asks_for_executable_stack(flags)
+        cdef bytes encoded = os.fsencode(self.loaded_path)
         self._handle = dlopen(encoded, RTLD_NOW | RTLD_LOCAL)
         if self._handle == NULL:
-            raise PackageError(f"cannot load model library {path}: {_dlerror()}")
+            raise _dlopen_failure(self.path, _dlerror(), flags)
         self._refuse_private_libstdcxx()
         self._resolve()
 
@@ -145,7 +176,7 @@ cdef class ModelLibrary:
         cdef void* symbol = dlsym(self._handle, "_ZNSt6locale7classicEv")
         if symbol == NULL or dladdr(symbol, &info) == 0 or info.dli_fname == NULL:
             return
-        if os.path.realpath(os.fsdecode(info.dli_fname)) == self.path:
+        if os.path.realpath(os.fsdecode(info.dli_fname)) == self.loaded_path:
             raise PackageError(
                 f"{self.path} carries its own static copy of libstdc++ (it exports "
                 f"std::locale); such models crash when created. Rebuild the model "
@@ -181,7 +212,7 @@ cdef class ModelLibrary:
         if not self._input_checks_read:
             # Built apart and published in one step: another thread may get
             # here while this one reads the file.
-            offsets = input_check_offsets(self.path, num_inputs)
+            offsets = input_check_offsets(self.loaded_path, num_inputs)
             if offsets and dlinfo(self._handle, RTLD_DI_LINKMAP, &loaded) != 0:
                 raise PackageError(f"dlinfo failed for {self.path}: {_dlerror()}")
             found.assign(num_inputs, NULL)
@@ -190,7 +221,7 @@ cdef class ModelLibrary:
                 # The symbol table belongs to the file we loaded: the address
                 # must fall inside this library.
                 if (dladdr(address, &info) == 0 or info.dli_fname == NULL or
-                        os.path.realpath(os.fsdecode(info.dli_fname)) != self.path):
+                        os.path.realpath(os.fsdecode(info.dli_fname)) != self.loaded_path):
                     raise PackageError(
                         f"{self.path}: check_input_{index} lies outside the library")
                 found[index] = <InputCheckFn>address
@@ -252,21 +283,45 @@ cdef class ModelLibrary:
         read-only, unmodified file pages loses nothing: a later read faults
         them back in from the file. Returns the bytes advised.
         """
-        cdef bytes path = os.fsencode(self.path)
+        cdef bytes path = os.fsencode(self.loaded_path)
         return aoti_cy_release_file_pages(path)
 
     def __repr__(self):
         return f"<aoti_cy.ModelLibrary {self.path!r}>"
 
 
-# path -> ModelLibrary, and each library's file identity, while it is alive.
+# (path, keeps an executable stack) -> ModelLibrary, and each library's file
+# identity, while it is alive.
 _libraries = weakref.WeakValueDictionary()
 _identities = weakref.WeakKeyDictionary()
 _libraries_lock = threading.Lock()
 
 
-def open_library(path):
-    """The ModelLibrary for the model `.so` at ``path``, opened once per file."""
+def _open_new(path, flags, keep):
+    """A new ModelLibrary for ``path``, from a private copy without the
+    executable-stack request where it has one and ``keep`` is false."""
+    if keep or not asks_for_executable_stack(flags):
+        return ModelLibrary(path)
+    copy, folder = private_library_copy(path)
+    try:
+        library = ModelLibrary(path, copy)
+    except BaseException:
+        _remove_private_dir(folder, os.getpid())
+        raise
+    # The folder goes with the library (dlclose first does not matter: a
+    # removed file stays mapped until it is unmapped).
+    weakref.finalize(library, _remove_private_dir, folder, os.getpid())
+    return library
+
+
+def open_library(path, *, allow_executable_stack=False):
+    """The ModelLibrary for the model `.so` at ``path``, opened once per file.
+
+    A library that asks for an executable stack is loaded from a private
+    copy with the request cleared (one copy per file while it is loaded,
+    removed when the library is), unless ``allow_executable_stack``: then
+    the file itself is loaded, and the process stack becomes executable.
+    """
     path = os.path.realpath(os.fspath(path))
     try:
         st = os.stat(path)
@@ -274,11 +329,14 @@ def open_library(path):
         raise FileNotFoundError(f"model library not found: {path}") from None
     identity = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     with _libraries_lock:
-        library = _libraries.get(path)
+        check_elf(path)
+        flags = stack_flags(path)
+        keep = bool(allow_executable_stack) and asks_for_executable_stack(flags)
+        key = (path, keep)
+        library = _libraries.get(key)
         if library is None:
-            check_elf(path)
-            library = ModelLibrary(path)
-            _libraries[path] = library
+            library = _open_new(path, flags, keep)
+            _libraries[key] = library
             _identities[library] = identity
         elif _identities.get(library) != identity:
             # dlopen matches a loaded library by path: it would hand back the

@@ -5,6 +5,13 @@ A `.pt2` is a zip. Only the members the runtime needs are extracted, into a
 private (0700) temporary directory, after checking every path so that nothing
 lands outside it; the directory goes away on close, on a failed load, and at
 interpreter exit.
+
+A model library whose ``PT_GNU_STACK`` header asks for an executable stack
+(every library torch 2.13 links does: its weights object is assembled
+without a ``.note.GNU-stack`` note) is loaded without one: the copy
+extracted from a `.pt2` is ours and is fixed in place; any other library
+is copied into a private folder first (``private_library_copy``), so the
+user's file is never written.
 """
 
 import json
@@ -16,10 +23,10 @@ import tempfile
 import weakref
 import zipfile
 
-from aoti_cy import _cpp_build
+from aoti_cy import _cpp_build, _elf
 from aoti_cy.errors import ModelNotFoundError, PackageError
 
-__all__ = ["Artifact", "list_models", "open_artifact"]
+__all__ = ["Artifact", "list_models", "open_artifact", "private_library_copy"]
 
 MODELS_DIR = ("data", "aotinductor")
 _COPY_CHUNK = 1 << 20
@@ -30,8 +37,11 @@ class Artifact:
 
     def __init__(self, library_path, *, cubin_dir=None, metadata=None,
                  weights_blob=None, weights_config=None, weights_dir=None,
-                 tempdir=None):
+                 tempdir=None, shipped_stack_flags=None):
         self.library_path = library_path
+        # PT_GNU_STACK flags of the library as the package shipped it, where
+        # our extracted copy was fixed; None otherwise (read the file itself).
+        self.shipped_stack_flags = shipped_stack_flags
         self.cubin_dir = cubin_dir
         self.metadata = metadata or {}
         self.weights_blob = weights_blob        # raw constants blob file
@@ -90,9 +100,11 @@ def _remove_private_dir(tempdir, owner_pid):
         shutil.rmtree(tempdir, ignore_errors=True)
 
 
-def open_artifact(path, model_name="model"):
+def open_artifact(path, model_name="model", *, allow_executable_stack=False):
     """The Artifact for ``path`` (a `.pt2`, an extracted package directory or
-    a model `.so`), choosing ``model_name`` among the package's models."""
+    a model `.so`), choosing ``model_name`` among the package's models.
+    Unless ``allow_executable_stack``, a library extracted from a `.pt2` that
+    asks for an executable stack has the request cleared (in our copy)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such model artifact: {path}")
@@ -100,7 +112,7 @@ def open_artifact(path, model_name="model"):
         return _open_directory(path, model_name, tempdir=None)
     if path.endswith(".so"):
         return Artifact(path, metadata=_read_metadata_beside(path))
-    return _open_zip(path, model_name)
+    return _open_zip(path, model_name, allow_executable_stack)
 
 
 def list_models(path):
@@ -211,7 +223,7 @@ def _member_parts(info):
     return parts
 
 
-def _open_zip(path, model_name):
+def _open_zip(path, model_name, allow_executable_stack):
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
@@ -223,10 +235,57 @@ def _open_zip(path, model_name):
         try:
             for info, parts in wanted:
                 _extract_member(archive, info, parts, tempdir)
-            return _open_directory(tempdir, model_name, tempdir)
+            artifact = _open_directory(tempdir, model_name, tempdir)
+            if not allow_executable_stack:
+                _clear_stack_request_in_place(artifact, tempdir)
+            return artifact
         except BaseException:
             shutil.rmtree(tempdir, ignore_errors=True)
             raise
+
+
+def _clear_stack_request_in_place(artifact, tempdir):
+    """Clear the executable-stack request of a library extracted into
+    ``tempdir`` (a library built from C++ sources lives in the shared build
+    cache, and is built without one)."""
+    library = artifact.library_path
+    if not library.startswith(tempdir + os.sep):
+        return
+    _elf.check_elf(library)   # a damaged library gets the usual message
+    flags = _elf.stack_flags(library)
+    if _elf.asks_for_executable_stack(flags):
+        _elf.clear_executable_stack(library)
+        artifact.shipped_stack_flags = flags
+
+
+def private_library_copy(path):
+    """``(copy, folder)``: a copy of the model library at ``path`` whose
+    executable-stack request is cleared, in a new private folder. The caller
+    removes the folder (``_remove_private_dir``) once the copy is unloaded;
+    the file at ``path`` is only read."""
+    if _elf.stack_flags(path) is None:
+        _elf.clear_executable_stack(path)   # raises: there is no header to clear
+    size = os.path.getsize(path)
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if size > free:
+        raise PackageError(
+            f"{path} asks for an executable stack, and loading it without one needs a "
+            f"copy of it: {size} bytes in {tempfile.gettempdir()}, where only {free} are "
+            f"free (set TMPDIR to a larger folder, or relink the library with "
+            f"-Wl,-z,noexecstack)")
+    folder = os.path.realpath(tempfile.mkdtemp(prefix="aoti_cy-"))
+    copy = os.path.join(folder, os.path.basename(path))
+    try:
+        shutil.copyfile(path, copy)
+        _elf.clear_executable_stack(copy)
+    except OSError as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise PackageError(f"cannot copy {path} into {folder} to load it without an "
+                           f"executable stack: {e}") from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return copy, folder
 
 
 def _select_members(archive, path, model_name):

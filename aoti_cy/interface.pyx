@@ -213,6 +213,14 @@ cdef class ModelContainer(_HandleOwner):
     transient copy of any weights the `.so` holds). Needs a model built by
     torch >= 2.14 (AOTInductorModelContainerCreateWithExternalConstants).
 
+    Executable stack: a library whose ``PT_GNU_STACK`` header asks for an
+    executable stack (every model torch 2.13 links) is loaded from a private
+    copy with that request cleared, so the process stack stays
+    non-executable (and glibc 2.41+, which refuses the request, loads it).
+    The file at ``library_path`` is never written. Inductor-generated code
+    never needs an executable stack; ``allow_executable_stack=True`` loads
+    the file as it is, for a library that does.
+
     ``pinned_async_copy`` (CUDA models, torch >= 2.14): True stages host-to-GPU
     weight copies through pinned buffers, asynchronously; False turns that
     off; None (default) leaves the library's setting (the environment
@@ -237,7 +245,8 @@ cdef class ModelContainer(_HandleOwner):
     def __init__(self, library_path, device="cpu", num_models=1, cubin_dir=None,
                  *, check_inputs=True, proxy_executor=None, cuda_graphs=False,
                  max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS, static_outputs=False,
-                 external_constants=None, pinned_async_copy=None):
+                 external_constants=None, pinned_async_copy=None,
+                 allow_executable_stack=False):
         if self.library is not None:
             raise RuntimeError("ModelContainer.__init__ called twice")
         if not isinstance(num_models, int) or num_models < 1:
@@ -260,7 +269,8 @@ cdef class ModelContainer(_HandleOwner):
             self._proxy_executor = <void*><uintptr_t>handle
             self._executor_failed = <ExecutorFailedFn><uintptr_t>failure_check
             self._proxy_executor_owner = proxy_executor
-        self.library = open_library(library_path)
+        self.library = open_library(library_path,
+                                    allow_executable_stack=allow_executable_stack)
         if pinned_async_copy is not None:
             set_pinned_async_copy(self.library, pinned_async_copy)
         if external_constants is not None:
@@ -633,7 +643,8 @@ cdef dict _external_values(ModelContainer self, object mapping, object cubin_dir
         # once per library, the usual way (a transient copy of any weights
         # the .so holds), names what the caller's tensors must match.
         probe = ModelContainer(self.library.path, device=self._device,
-                               cubin_dir=cubin_dir, check_inputs=False)
+                               cubin_dir=cubin_dir, check_inputs=False,
+                               allow_executable_stack=self.library.executable_stack)
         with probe:
             table = _constant_table(probe)
             described = _descriptions[self.library] = (table.constants, table.shapes)
@@ -914,7 +925,8 @@ cdef _note_active_constants(ModelContainer self):
 
 def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True,
          cuda_graphs=False, max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS,
-         static_outputs=False, external_constants=None, pinned_async_copy=None):
+         static_outputs=False, external_constants=None, pinned_async_copy=None,
+         allow_executable_stack=False):
     """Load an AOTInductor artifact and return a :class:`ModelContainer`.
 
     ``path`` is a `.pt2` package (from ``aoti_compile_and_package``), an
@@ -937,10 +949,14 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
     non-contiguous one, or where the package holds no weights to learn the
     shapes from, one shorter than its 64-byte aligned slot, is copied.
     Needs a model built by torch >= 2.14.
-    ``pinned_async_copy`` is as for :class:`ModelContainer`.
+    ``pinned_async_copy`` and ``allow_executable_stack`` are as for
+    :class:`ModelContainer`: by default the model library is loaded with its
+    executable-stack request cleared (in aoti_cy's own copy; a `.so` you pass
+    is never written).
     """
     cdef ModelContainer container
-    artifact = _package.open_artifact(path, model_name)
+    artifact = _package.open_artifact(path, model_name,
+                                      allow_executable_stack=allow_executable_stack)
     try:
         if device is None:
             device = artifact.device
@@ -949,7 +965,8 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
             cubin_dir=artifact.cubin_dir, check_inputs=check_inputs,
             proxy_executor=executor_for(artifact.library_path, device),
             cuda_graphs=cuda_graphs, max_graphs=max_graphs, static_outputs=static_outputs,
-            external_constants=external_constants, pinned_async_copy=pinned_async_copy)
+            external_constants=external_constants, pinned_async_copy=pinned_async_copy,
+            allow_executable_stack=allow_executable_stack)
         container._package = artifact
         if external_constants is None:
             artifact.load_weights_into(container)
@@ -967,14 +984,15 @@ cdef class Model(_HandleOwner):
     container's pool, locking or constant buffers: the C ABI's bare-metal
     path, for CPU models.
 
-    ``Model(path, constants=None, *, model_name="model", check_inputs=True)``
-    takes what :func:`load` takes (a `.pt2`, an extracted package directory
+    ``Model(path, constants=None, *, model_name="model", check_inputs=True,
+    allow_executable_stack=False)`` takes what :func:`load` takes (a `.pt2`, an extracted package directory
     or a model `.so`) and uses the package's weights, or ``constants``
     (original FQN or internal name -> CPU tensor, every constant) instead.
     A package without weights refuses to run until
     :meth:`update_constants_map` gives them. Runs are
     serialised: one instance runs one call at a time (use a container for
-    concurrency). ``check_inputs`` is as for :class:`ModelContainer`.
+    concurrency). ``check_inputs`` and ``allow_executable_stack`` are as for
+    :class:`ModelContainer`.
     """
 
     def __cinit__(self, *args, **kwargs):
@@ -982,20 +1000,23 @@ cdef class Model(_HandleOwner):
         self._lock = threading.Lock()
         self._weights_hint = "with update_constants_map()"
 
-    def __init__(self, path, constants=None, *, model_name="model", check_inputs=True):
+    def __init__(self, path, constants=None, *, model_name="model", check_inputs=True,
+                 allow_executable_stack=False):
         cdef AOTInductorModelHandle handle = NULL
         cdef AOTIRuntimeError status
         cdef ModelLibrary lib
         if self.library is not None:
             raise RuntimeError("Model.__init__ called twice")
-        artifact = _package.open_artifact(path, model_name)
+        artifact = _package.open_artifact(path, model_name,
+                                          allow_executable_stack=allow_executable_stack)
         try:
             if executor_for(artifact.library_path, "cpu") is not None:
                 raise PackageError(
                     f"{path} calls fallback ops through a proxy executor, which the "
                     f"single-instance AOTInductorModelRun cannot take: load it with "
                     f"aoti_cy.load() instead")
-            values, call_spec_text = _describe_from_probe(self, artifact, constants)
+            values, call_spec_text = _describe_from_probe(
+                self, artifact, constants, allow_executable_stack)
         except BaseException:
             artifact.cleanup()
             raise
@@ -1110,13 +1131,15 @@ cdef int _delete_model(Model self, bint check) except -1:
     return 0
 
 
-cdef object _describe_from_probe(Model self, object artifact, object constants):
+cdef object _describe_from_probe(Model self, object artifact, object constants,
+                                 bint allow_executable_stack):
     """Fill in what the single-instance ABI cannot say (inputs, outputs,
     constants) from a short-lived container of the same .so, which also reads
     weights stored outside it; return the constants to give the model and
     the text of the input call spec."""
     cdef ModelContainer probe = ModelContainer(
-        artifact.library_path, device="cpu", check_inputs=False)
+        artifact.library_path, device="cpu", check_inputs=False,
+        allow_executable_stack=allow_executable_stack)
     values = None
     with probe:
         artifact.load_weights_into(probe)

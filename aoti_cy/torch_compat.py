@@ -77,17 +77,19 @@ class AOTIModelPackageLoader:
     """``torch._C._aoti.AOTIModelPackageLoader``'s interface over an aoti_cy
     container: ``AOTIModelPackageLoader(model_package_path, model_name="model",
     run_single_threaded=False, num_runners=1, device_index=-1, *,
-    check_inputs=True)``.
+    check_inputs=True, allow_executable_stack=False)``.
 
     ``num_runners`` model instances run at once; ``run_single_threaded`` runs
     without the container's locking (one thread at a time, CUDA graphs);
     ``device_index`` picks the GPU of a CUDA model (-1: the current one).
+    ``allow_executable_stack`` is as for :func:`aoti_cy.load`.
     ``container`` is the aoti_cy :class:`~aoti_cy.ModelContainer` for what
     torch's loader does not offer (``load_weights``, ``close``, ...).
     """
 
     def __init__(self, model_package_path, model_name="model", run_single_threaded=False,
-                 num_runners=1, device_index=-1, *, check_inputs=True):
+                 num_runners=1, device_index=-1, *, check_inputs=True,
+                 allow_executable_stack=False):
         if not isinstance(num_runners, int) or isinstance(num_runners, bool):
             raise TypeError(f"num_runners must be an int, got {type(num_runners).__name__}")
         if not isinstance(device_index, int) or isinstance(device_index, bool):
@@ -102,7 +104,8 @@ class AOTIModelPackageLoader:
             self._container = load(model_package_path,
                                    device=_device(model_package_path, model_name, device_index),
                                    num_models=num_runners, model_name=model_name,
-                                   check_inputs=check_inputs)
+                                   check_inputs=check_inputs,
+                                   allow_executable_stack=allow_executable_stack)
         except (ValueError, FileNotFoundError) as e:
             raise _as_runtime_error(e) from None
         self._single_threaded = bool(run_single_threaded)
@@ -273,24 +276,24 @@ class AOTICompiledModel:
 
 
 def load_package(path, model_name="model", run_single_threaded=False, num_runners=1,
-                 device_index=-1, *, check_inputs=True):
+                 device_index=-1, *, check_inputs=True, allow_executable_stack=False):
     """torch's ``load_package``, run by aoti_cy: ``path`` is a `.pt2` (a path
     or a readable file object), ``model_name`` picks one of its models."""
     return _load(path, model_name, run_single_threaded, num_runners, device_index,
-                 check_inputs, AOTICompiledModel)
+                 check_inputs, AOTICompiledModel, allow_executable_stack)
 
 
 def aoti_load_package(path, run_single_threaded=False, device_index=-1, *, num_runners=1,
-                      check_inputs=True):
+                      check_inputs=True, allow_executable_stack=False):
     """torch's ``aoti_load_package`` (same positional arguments), run by
     aoti_cy: the package's model named "model" (``load_package`` picks
     another); ``num_runners`` model instances may run at once."""
     return _load(path, "model", run_single_threaded, num_runners, device_index,
-                 check_inputs, AOTICompiledModel)
+                 check_inputs, AOTICompiledModel, allow_executable_stack)
 
 
 def _load(path, model_name, run_single_threaded, num_runners, device_index, check_inputs,
-          model_class):
+          model_class, allow_executable_stack=False):
     if hasattr(path, "read"):
         # A file object: copied to a file, which the load extracts from.
         with tempfile.NamedTemporaryFile(suffix=".pt2") as copy:
@@ -299,9 +302,10 @@ def _load(path, model_name, run_single_threaded, num_runners, device_index, chec
             copy.flush()
             path.seek(0)
             return _load(copy.name, model_name, run_single_threaded, num_runners,
-                         device_index, check_inputs, model_class)
+                         device_index, check_inputs, model_class, allow_executable_stack)
     loader = AOTIModelPackageLoader(os.fspath(path), model_name, run_single_threaded,
-                                    num_runners, device_index, check_inputs=check_inputs)
+                                    num_runners, device_index, check_inputs=check_inputs,
+                                    allow_executable_stack=allow_executable_stack)
     return model_class(loader)
 
 

@@ -13,7 +13,8 @@ _Stream = Any  # a PyCapsule around cudaStream_t, a torch.cuda.Stream, an int or
 class AOTIModelPackageLoader:
     def __init__(self, model_package_path: _Path, model_name: str = "model",
                  run_single_threaded: bool = False, num_runners: int = 1,
-                 device_index: int = -1, *, check_inputs: bool = True) -> None: ...
+                 device_index: int = -1, *, check_inputs: bool = True,
+                 allow_executable_stack: bool = False) -> None: ...
     @property
     def container(self) -> ModelContainer: ...
     def run(self, inputs: Sequence[torch.Tensor],
@@ -52,10 +53,12 @@ class AOTICompiledModel:
 
 def load_package(path: _Path | IO[bytes], model_name: str = "model",
                  run_single_threaded: bool = False, num_runners: int = 1,
-                 device_index: int = -1, *, check_inputs: bool = True) -> AOTICompiledModel: ...
+                 device_index: int = -1, *, check_inputs: bool = True,
+                 allow_executable_stack: bool = False) -> AOTICompiledModel: ...
 def aoti_load_package(path: _Path | IO[bytes], run_single_threaded: bool = False,
                       device_index: int = -1, *, num_runners: int = 1,
-                      check_inputs: bool = True) -> AOTICompiledModel: ...
+                      check_inputs: bool = True,
+                      allow_executable_stack: bool = False) -> AOTICompiledModel: ...
 
 
 class TorchPatch:
