@@ -15,7 +15,7 @@ raises and ``RuntimeError``.
 
 __all__ = ["AOTIError", "ArgumentRuntimeError", "MissingSymbolError",
            "ModelNotFoundError", "PackageError", "PackageNotFoundRuntimeError",
-           "PackageRuntimeError"]
+           "PackageRuntimeError", "model_not_found"]
 
 
 class AOTIError(RuntimeError):
@@ -61,6 +61,16 @@ class PackageError(ValueError):
 class ModelNotFoundError(PackageError, RuntimeError):
     """The package holds no model of the name asked for; the message lists
     those it holds. A ``RuntimeError`` too, as torch's loader raises there."""
+
+
+def model_not_found(model_name, path, models):
+    """The :class:`ModelNotFoundError` for ``model_name`` missing from the
+    package at ``path`` that holds ``models``. Its message starts with torch's
+    loader's, so code matching torch's error keeps working."""
+    held = ", ".join(map(repr, sorted(models))) or "no models"
+    return ModelNotFoundError(
+        f"Failed to find a generated cpp file or so file for model '{model_name}' in the "
+        f"zip archive. There is no model named {model_name!r} in {path}; it holds {held}")
 
 
 class PackageRuntimeError(PackageError, RuntimeError):
