@@ -46,6 +46,7 @@ __all__ = ["AOTICompiledModel", "AOTIModelContainerRunnerCpu", "AOTIModelContain
 
 logger = logging.getLogger(__name__)
 
+
 class AOTIModelPackageLoader:
     """``torch._C._aoti.AOTIModelPackageLoader``'s interface over an aoti_cy
     container: ``AOTIModelPackageLoader(model_package_path, model_name="model",
@@ -389,7 +390,7 @@ def _torch_typed_model_class():
 def _with_check_inputs(cls, check_inputs):
     """``cls`` whose ``check_inputs`` default is the patch's."""
     return type(cls.__name__, (cls,), {"__module__": __name__, "__doc__": cls.__doc__,
-                                      "_patch_check_inputs": check_inputs})
+                                       "_patch_check_inputs": check_inputs})
 
 
 def _replacements(check_inputs):

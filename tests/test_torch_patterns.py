@@ -279,7 +279,8 @@ def test_package_loader_class_and_metadata():
 def test_loading_wrong_model_name():
     # torch's test_loading_wrong_model, through its load_package.
     path = compile_package(MLP, [torch.randn(16, 64)])
-    message = "Failed to find a generated cpp file or so file for model 'forward' in the zip archive."
+    message = ("Failed to find a generated cpp file or so file for model 'forward' in the "
+               "zip archive.")
     with pytest.raises(RuntimeError, match=message):
         torch._inductor.package.load_package(path, model_name="forward")
     with aoti_cy.patch_torch():
