@@ -67,6 +67,35 @@ class UnbackedEquals(torch.nn.Module):
         return torch.add(ones, c)
 
 
+class LinearAdd(torch.nn.Module):
+    """torch's package-test model: ``x + linear(y)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(10, 10)
+
+    def forward(self, x, y):
+        return x + self.linear(y)
+
+
+class Linear(torch.nn.Module):
+    """torch's weights-test model: one linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 32)
+
+    def forward(self, a):
+        return self.linear(a)
+
+
+class BoolInput(torch.nn.Module):
+    """A non-tensor input, specialised at export."""
+
+    def forward(self, x, b):
+        return x * x if b else x + x
+
+
 FOLDING = {"always_keep_tensor_constants": True,
            "aot_inductor.use_runtime_constant_folding": True}
 
@@ -293,6 +322,82 @@ def test_loading_wrong_model_name():
         with pytest.raises(RuntimeError, match="Failed to find wrapper metadata for model "
                                                "'forward' in the zip archive."):
             torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(path, "forward")
+
+
+def test_metadata_given_at_compile_time():
+    # torch's test_metadata: aot_inductor.metadata reaches get_metadata().
+    args = (torch.randn(10, 10), torch.randn(10, 10))
+    path = compile_package(LinearAdd, args,
+                           inductor_configs={"aot_inductor.metadata": {"dummy": "moo"}})
+    with aoti_cy.patch_torch(), Built() as built:
+        compiled = torch._inductor.package.load_package(path)
+    assert built.count == 1
+    assert compiled.get_metadata().get("dummy") == "moo"
+    assert compiled.get_metadata() == TORCH_PACKAGE_LOADER(path, "model", False, 1,
+                                                           -1).get_metadata()
+    assert_same_tree(compiled(*args), make_model(LinearAdd)(*args).detach())
+
+
+def test_non_tensor_input_and_deepcopy():
+    # torch's test_bool_input and test_deepcopy_compiled_model.
+    import copy
+    x = torch.randn(3, 3)
+    path = compile_package(BoolInput, (x, True))
+    with aoti_cy.patch_torch(), Built() as built:
+        compiled = torch._inductor.package.load_package(path)
+    assert built.count == 1
+    copied = copy.deepcopy(compiled)
+    assert copied.loader is compiled.loader
+    for model in (compiled, copied):
+        assert_same_tree(model(x, True), x * x)
+
+
+def test_load_from_a_buffer_twice():
+    # torch's test_save_buffer: the package is a BytesIO, loaded twice.
+    import io
+    path = compile_package(MLP, [torch.randn(16, 64)])
+    with open(path, "rb") as f:
+        buffer = io.BytesIO(f.read())
+    x = torch.randn(16, 64)
+    with aoti_cy.patch_torch(), Built() as built:
+        for _ in range(2):
+            loaded = torch._inductor.package.load_package(buffer)
+            assert_same_tree(loaded(x), make_model(MLP)(x).detach())
+    assert built.count == 2
+
+
+def test_package_without_weights_then_user_managed_weights():
+    # torch's test_package_without_weight and test_package_user_managed_weight.
+    configs = {"always_keep_tensor_constants": True,
+               "aot_inductor.package_constants_in_so": False}
+    path = compile_package(Linear, (torch.randn(8, 64),), inductor_configs=configs)
+    model = make_model(Linear)
+    x = torch.randn(8, 64)
+    with aoti_cy.patch_torch(), Built() as built:
+        copied = torch._inductor.package.load_package(path)
+        in_place = torch._inductor.package.load_package(path)
+    assert built.count == 2
+    assert set(copied.get_constant_fqns()) == set(model.state_dict())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    copied.load_constants(state, check_full_update=True, user_managed=False)
+    in_place.load_constants(state, check_full_update=True, user_managed=True)
+    with torch.no_grad():
+        want = model(x)
+    for compiled in (copied, in_place):
+        assert_same_tree(compiled(x), want)
+    state["linear.weight"].mul_(3.7)     # a copy does not see it; user-managed does
+    model.load_state_dict(state)
+    with torch.no_grad():
+        assert_same_tree(in_place(x), model(x))
+    assert_same_tree(copied(x), want)
+    theirs = torchs_own_model(path)
+    theirs.load_constants(state, check_full_update=True)
+    assert_same_tree(in_place(x), theirs(x))
+
+
+def torchs_own_model(path):
+    """torch's own model over torch's own loader (not through any patch)."""
+    return pt2_package.AOTICompiledModel(TORCH_PACKAGE_LOADER(path, "model", False, 1, -1))
 
 
 def _first_line(error):
