@@ -130,6 +130,17 @@ def folded_so():
     return legacy_so(FoldedWeights, (torch.randn(4, 4),), FOLDING)
 
 
+def model_library(package, folder):
+    """The model `.so` of a package, extracted into ``folder`` with the files
+    torch writes beside it (``model_metadata.json``, ``model_weights.blob``)."""
+    with zipfile.ZipFile(package) as archive:
+        for name in archive.namelist():
+            if "/data/aotinductor/model/" in name and ".wrapper" in name:
+                stem = "model" + name[name.index(".wrapper") + len(".wrapper"):]
+                (folder / stem).write_bytes(archive.read(name))
+    return str(folder / "model.so")
+
+
 def eager_folded():
     torch.manual_seed(0)
     return FoldedWeights()
@@ -232,15 +243,31 @@ def test_run_const_fold_on_the_inactive_buffer():
     assert_same_tree(runner.run([x])[0], model(x))
 
 
+def test_weights_from_a_blob_file(tmp_path):
+    # A library whose weights ship beside it, as a raw blob.
+    path = compile_package(MLP, [torch.randn(16, 64)], inductor_configs={
+        "aot_inductor.package_constants_on_disk_format": "binary_blob"})
+    so_path = model_library(path, tmp_path)
+    blob = str(tmp_path / "model_weights.blob")
+    x = torch.randn(16, 64)
+    with aoti_cy.patch_torch(), Built() as built:
+        runner = torch._C._aoti.AOTIModelContainerRunnerCpu(so_path, 1)
+    assert built.count == 1
+    with pytest.raises(RuntimeError, match="no value yet for 3 constants"):
+        runner.run([x])      # no weights yet: refused, not run on garbage
+    runner.update_constant_buffer_from_blob(blob)
+    theirs = TORCH_CPU_RUNNER(so_path, 1)
+    theirs.update_constant_buffer_from_blob(blob)
+    assert_same_tree(runner.run([x]), theirs.run([x]))
+    assert_same_tree(runner.run([x])[0], make_model(MLP)(x).detach())
+    with pytest.raises(RuntimeError, match="no_such.blob"):
+        runner.update_constant_buffer_from_blob(str(tmp_path / "no_such.blob"))
+
+
 def test_transformers_model_through_the_runner(tmp_path):
     # torch's runners load a model .so: the one in a GPT-2 package.
     real = REAL_MODELS["gpt2"]
-    with zipfile.ZipFile(real.package(**UPDATABLE)) as archive:
-        for name in archive.namelist():
-            if "/data/aotinductor/model/" in name and ".wrapper" in name:
-                stem = "model" + name[name.index(".wrapper") + len(".wrapper"):]
-                (tmp_path / stem).write_bytes(archive.read(name))
-    so_path = str(tmp_path / "model.so")
+    so_path = model_library(real.package(**UPDATABLE), tmp_path)
     eager = real.eager()
     with aoti_cy.patch_torch(), Built() as built:
         runner = torch._C._aoti.AOTIModelContainerRunnerCpu(so_path, 1)
