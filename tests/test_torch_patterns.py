@@ -27,7 +27,7 @@ from torch.export import Dim
 import aoti_cy
 from aoti_cy import torch_compat
 from aoti_cy.testing import MLP, cache_dir, compile_package, make_model
-from conftest import assert_same_tree
+from conftest import assert_same_tree, extract_library
 from real_models import REAL_MODELS, UPDATABLE, perturbed_state_dict
 
 # Bound before any patch: torch's own loaders, for the reference results.
@@ -128,17 +128,6 @@ def legacy_so(model_cls, args, configs=None):
 
 def folded_so():
     return legacy_so(FoldedWeights, (torch.randn(4, 4),), FOLDING)
-
-
-def model_library(package, folder):
-    """The model `.so` of a package, extracted into ``folder`` with the files
-    torch writes beside it (``model_metadata.json``, ``model_weights.blob``)."""
-    with zipfile.ZipFile(package) as archive:
-        for name in archive.namelist():
-            if "/data/aotinductor/model/" in name and ".wrapper" in name:
-                stem = "model" + name[name.index(".wrapper") + len(".wrapper"):]
-                (folder / stem).write_bytes(archive.read(name))
-    return str(folder / "model.so")
 
 
 def eager_folded():
@@ -247,8 +236,8 @@ def test_weights_from_a_blob_file(tmp_path):
     # A library whose weights ship beside it, as a raw blob.
     path = compile_package(MLP, [torch.randn(16, 64)], inductor_configs={
         "aot_inductor.package_constants_on_disk_format": "binary_blob"})
-    so_path = model_library(path, tmp_path)
-    blob = str(tmp_path / "model_weights.blob")
+    so_path = extract_library(path, tmp_path)
+    blob = so_path[:-len(".so")] + "_weights.blob"
     x = torch.randn(16, 64)
     with aoti_cy.patch_torch(), Built() as built:
         runner = torch._C._aoti.AOTIModelContainerRunnerCpu(so_path, 1)
@@ -267,7 +256,7 @@ def test_weights_from_a_blob_file(tmp_path):
 def test_transformers_model_through_the_runner(tmp_path):
     # torch's runners load a model .so: the one in a GPT-2 package.
     real = REAL_MODELS["gpt2"]
-    so_path = model_library(real.package(**UPDATABLE), tmp_path)
+    so_path = extract_library(real.package(**UPDATABLE), tmp_path)
     eager = real.eager()
     with aoti_cy.patch_torch(), Built() as built:
         runner = torch._C._aoti.AOTIModelContainerRunnerCpu(so_path, 1)
