@@ -12,7 +12,8 @@ import torch
 from aoti_cy._proxy_executor import executor_for
 from aoti_cy._torch_common import (as_runtime_error, count_container, cuda_unavailable,
                                    resolve_check_inputs, stream_pointer)
-from aoti_cy.errors import PackageNotFoundRuntimeError, PackageRuntimeError
+from aoti_cy.errors import (ArgumentRuntimeError, PackageNotFoundRuntimeError,
+                            PackageRuntimeError)
 from aoti_cy.interface import ModelContainer
 
 __all__ = ["AOTIModelContainerRunnerCpu", "AOTIModelContainerRunnerCuda", "aot_load"]
@@ -55,6 +56,9 @@ class _Runner:
     def _open(self, model_so_path, num_models, device, cubin_dir, check_inputs):
         if not isinstance(num_models, int) or isinstance(num_models, bool):
             raise TypeError(f"num_models must be an int, got {type(num_models).__name__}")
+        if num_models < 1:   # torch's message: the model's container says it so
+            raise ArgumentRuntimeError(f"num_models must be >=1 when run_single_threaded is "
+                                       f"false, got {num_models}")
         model_so_path = os.fspath(model_so_path)
         error = _library_error(model_so_path)
         if error is not None:
@@ -68,7 +72,11 @@ class _Runner:
                 check_inputs=resolve_check_inputs(check_inputs),
                 proxy_executor=executor_for(model_so_path, device)))
         except (ValueError, FileNotFoundError) as e:
-            raise as_runtime_error(e) from None
+            torch_message = None
+            if "is not an AOTInductor model library" in str(e):
+                torch_message = (f"Error in dlopen or dlsym: {model_so_path}: undefined "
+                                 f"symbol: AOTInductorModelContainerCreateWithDevice")
+            raise as_runtime_error(e, torch_message) from None
 
     @property
     def container(self):

@@ -442,7 +442,9 @@ def test_every_load_error_leads_with_torchs_message(tmp_path):
         "num_runners 0": lambda L, R: L(path, "model", False, 0, -1),
         "single-threaded with runners": lambda L, R: L(path, "model", True, 2, -1),
         "missing library": lambda L, R: R("/no/such/model.so", 1),
+        "runner without models": lambda L, R: R(so_path, 0),
         "not a library": lambda L, R: R(str(not_zip), 1),
+        "a library, not a model": lambda L, R: R(aoti_cy.interface.__file__, 1),
         "wrong input count": lambda L, R: R(so_path, 1).run([torch.randn(4, 4)] * 2),
     }
     for situation, call in cases.items():
@@ -453,6 +455,20 @@ def test_every_load_error_leads_with_torchs_message(tmp_path):
         torch_text = _first_line(theirs)
         assert str(ours).startswith(torch_text), (situation, str(ours), torch_text)
         assert len(str(ours)) > len(torch_text), situation   # aoti_cy's detail follows
+
+
+def test_runner_refuses_bad_arguments():
+    so_path = folded_so()
+    for bad in (True, "1", 1.0, None):
+        with pytest.raises(TypeError, match="num_models must be an int"):
+            torch_compat.AOTIModelContainerRunnerCpu(so_path, bad)
+    with pytest.raises(RuntimeError, match="runs CUDA models, got device 'cpu'"):
+        torch_compat.AOTIModelContainerRunnerCuda(so_path, 1, "cpu")
+    runner = torch_compat.AOTIModelContainerRunnerCpu(so_path, 1)
+    with pytest.raises(TypeError, match="stream_handle"):
+        runner.run([torch.randn(4, 4)], stream_handle="default")
+    assert_same_tree(runner.run([torch.ones(4, 4)]),
+                     TORCH_CPU_RUNNER(so_path, 1).run([torch.ones(4, 4)]))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a process without CUDA")
