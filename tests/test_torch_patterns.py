@@ -524,35 +524,47 @@ def test_functions_imported_before_the_patch_reach_aoti_cy():
 
 @pytest.fixture(scope="module")
 def unbacked_package():
+    # As torch's test exports it: only ``c`` dynamic (mark_dynamic(c, 0)).
     a, b, c = torch.ones(6), torch.ones(4), torch.ones(6, 4)
-    return compile_package(UnbackedEquals, (a, b, c),
-                           dynamic_shapes=({0: Dim.AUTO}, None, {0: Dim.AUTO}))
+    return compile_package(UnbackedEquals, (a, b, c), dynamic_shapes=(None, None, {0: Dim.AUTO}))
 
 
 def test_check_inputs_false_runs_what_torch_runs_unchecked(unbacked_package):
-    # torch's test_unbacked_equals_input_size_runtime_assertion pattern: a
-    # ``b`` of another size than exported runs unchecked on torch (only its
-    # size was used); the unbacked equality is the model's own assertion.
-    a, c = torch.ones(6), torch.ones(6, 4)
-    other_b = torch.ones(3)
+    # torch's test_unbacked_equals_input_size_runtime_assertion pattern: inputs
+    # whose static sizes differ from the exported ones reach the model's own
+    # runtime assertions on torch, which the test expects; aoti_cy's input
+    # checks refuse them first unless check_inputs=False.
     theirs = TORCH_PACKAGE_LOADER(unbacked_package, "model", False, 1, -1)
-    want, = theirs.run([a, other_b, c])
-    with aoti_cy.patch_torch(check_inputs=False) as patch:
+    a, b, c = torch.ones(6), torch.ones(4), torch.ones(6, 4)
+    longer_a, other_b = torch.ones(8), torch.ones(3)
+    fewer_nonzero = torch.tensor([1.0, 1, 1, 1, 1, 0])
+    too_many = r"Expected u\d+ <= 6 but received 8"
+    unequal = r"Expected Eq\(u\d+, s\d+\)"
+    with pytest.raises(RuntimeError, match=too_many):
+        theirs.run([longer_a, b, c])
+    with pytest.raises(RuntimeError, match=unequal):
+        theirs.run([fewer_nonzero, b, c])
+    runs_unchecked, = theirs.run([a, other_b, c])   # b's size was only read at export
+    with aoti_cy.patch_torch(check_inputs=False) as patch, Built() as built:
         assert patch.check_inputs is False
         model = torch._inductor.aoti_load_package(unbacked_package)
         assert model.loader.container.check_inputs is False
-        assert_same_tree(model(a, other_b, c), want)
-        assert_same_tree(model(a, other_b, c), UnbackedEquals()(a, torch.ones(4), c))
-        fewer = torch.tensor([1.0, 1, 1, 1, 1, 0])   # 5 nonzero, c has 6 rows
-        with pytest.raises(RuntimeError, match=r"Expected Eq\(.*\) but received 5"):
-            model(fewer, other_b, c)
-        with pytest.raises(RuntimeError, match=r"Expected Eq\(.*\) but received 5"):
-            theirs.run([fewer, other_b, c])
+        with pytest.raises(RuntimeError, match=too_many):
+            model(longer_a, b, c)
+        with pytest.raises(RuntimeError, match=unequal):
+            model(fewer_nonzero, b, c)
+        assert_same_tree(model(a, other_b, c), runs_unchecked)
+        assert_same_tree(model(a, b, c), UnbackedEquals()(a, b, c))
+    assert built.count == 1
     # Checked (the default), aoti_cy names the input that does not fit.
     with aoti_cy.patch_torch():
         model = torch._inductor.aoti_load_package(unbacked_package)
+        with pytest.raises(RuntimeError, match=r"input 0 .* does not fit the model"):
+            model(longer_a, b, c)
         with pytest.raises(RuntimeError, match=r"input 1 .* does not fit the model"):
             model(a, other_b, c)
+        with pytest.raises(RuntimeError, match=unequal):   # the model's own, still
+            model(fewer_nonzero, b, c)
 
 
 def test_check_inputs_for_every_entry_point(unbacked_package, monkeypatch):
