@@ -1,18 +1,22 @@
-"""A drop-in for torch's package loader, run by aoti_cy.
+"""A drop-in for torch's AOTInductor loaders, run by aoti_cy.
 
 ``aoti_load_package`` and ``load_package`` take what
 ``torch._inductor.aoti_load_package`` and ``torch._inductor.package.load_package``
 take and return an :class:`AOTICompiledModel` whose ``loader`` has the methods
-of ``torch._C._aoti.AOTIModelPackageLoader``, every call backed by an aoti_cy
-:class:`~aoti_cy.ModelContainer`. :func:`patch_torch` makes torch's own names
-return these objects, for code that cannot be edited.
+of ``torch._C._aoti.AOTIModelPackageLoader``; :class:`AOTIModelPackageLoader`,
+:class:`AOTIModelContainerRunnerCpu`, :class:`AOTIModelContainerRunnerCuda`
+and :func:`aot_load` are torch's classes and ``torch._export.aot_load``. Every
+call is backed by an aoti_cy :class:`~aoti_cy.ModelContainer`.
+:func:`patch_torch` makes torch's own names load with these, for code that
+cannot be edited; :func:`containers_built` counts the containers they built.
 
 What differs on purpose: inputs are checked before every run (a wrong shape,
 dtype, stride or device is an exception naming the input, not wrong numbers
-or a crash), bad constants are refused before anything changes, and errors
-are aoti_cy's clear messages. Where torch raises ``RuntimeError``, the
-exceptions here are ``RuntimeError`` subclasses too (see ``aoti_cy.errors``),
-so ``except RuntimeError`` written for torch still catches them.
+or a crash; ``check_inputs=False`` or ``AOTI_CY_CHECK_INPUTS=0`` turns that
+off), bad constants are refused before anything changes. Where torch raises
+``RuntimeError``, the exceptions here are ``RuntimeError`` subclasses too (see
+``aoti_cy.errors``) whose message starts with torch's message for the same
+situation, then says more.
 """
 
 import functools
