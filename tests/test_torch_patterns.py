@@ -280,6 +280,32 @@ def test_transformers_model_through_the_runner(tmp_path):
         torch.testing.assert_close(real.output(got), real.output(eager(*args, **kwargs)))
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_runner(tmp_path):
+    x = torch.randn(16, 64, device="cuda")
+    path = compile_package(MLP, [x], device="cuda", inductor_configs=UPDATABLE)
+    so_path = extract_library(path, tmp_path)
+    cubin_dir = os.path.dirname(so_path)    # the package's kernels are beside its .so
+    torch_cuda_runner = torch._C._aoti.AOTIModelContainerRunnerCuda
+    with aoti_cy.patch_torch() as patch, Built() as built:
+        assert "torch._C._aoti.AOTIModelContainerRunnerCuda" in patch.patched
+        runner = torch._C._aoti.AOTIModelContainerRunnerCuda(so_path, 1, "cuda", cubin_dir)
+    assert built.count == 1
+    assert runner.container.device == torch.device("cuda", 0)
+    theirs = torch_cuda_runner(so_path, 1, "cuda", cubin_dir)
+    eager = make_model(MLP, device="cuda")
+    with torch.no_grad():
+        assert_same_tree(runner.run([x]), theirs.run([x]))
+        assert_same_tree(runner.run([x])[0], eager(x))
+        # Fine-tuned weights from CPU tensors, copied to the GPU by the runner.
+        fqns = runner.get_constant_names_to_original_fqns()
+        state = perturbed_state_dict(eager)
+        runner.update_constant_buffer_from_cpu(
+            {name: state[fqn].cpu() for name, fqn in fqns.items() if fqn in state}, False, False)
+        assert_same_tree(runner.run([x])[0], eager(x))
+
+
 # ---- torch._export.aot_load ----------------------------------------------------------------
 
 
@@ -638,6 +664,14 @@ def test_patch_reports_and_undoes_every_name_exactly():
                 module, attribute = _resolve(name)
                 assert module.__dict__[attribute] is not originals[name], name
         assert first.active and not second.active
+    assert torch_compat.patched_names() == ()
+    for name in names:
+        module, attribute = _resolve(name)
+        assert module.__dict__[attribute] is originals[name], name
+    # An exception leaving the block undoes the patch too.
+    with pytest.raises(KeyError):
+        with aoti_cy.patch_torch():
+            raise KeyError("leaving")
     assert torch_compat.patched_names() == ()
     for name in names:
         module, attribute = _resolve(name)
