@@ -15,7 +15,7 @@ raises and ``RuntimeError``.
 
 __all__ = ["AOTIError", "ArgumentRuntimeError", "MissingSymbolError",
            "ModelNotFoundError", "PackageError", "PackageNotFoundRuntimeError",
-           "PackageRuntimeError", "model_not_found"]
+           "PackageRuntimeError"]
 
 
 class AOTIError(RuntimeError):
