@@ -448,8 +448,10 @@ class TorchPatch:
     :meth:`undo` (or the end of a ``with`` block) puts back exactly what was
     there. Patches undo in the reverse order they were applied.
 
-    ``patched`` lists the names replaced ("module.attribute"), ``check_inputs``
-    is what the loads through them use (None: ``AOTI_CY_CHECK_INPUTS``)."""
+    ``patched`` lists the names replaced ("module.attribute"), ``absent``
+    those left alone because this torch has no such name (the CUDA runner in a
+    CPU-only build), ``check_inputs`` what the loads through them use (None:
+    ``AOTI_CY_CHECK_INPUTS``)."""
 
     def __init__(self, check_inputs=None):
         if check_inputs is not None and not isinstance(check_inputs, (bool, int)):
@@ -457,6 +459,7 @@ class TorchPatch:
                             f"{type(check_inputs).__name__}")
         self.check_inputs = None if check_inputs is None else bool(check_inputs)
         self.patched = ()
+        self.absent = ()
         self._saved = None
 
     @property
@@ -467,18 +470,21 @@ class TorchPatch:
         with _patch_lock:
             if self._saved is not None:
                 raise RuntimeError("this TorchPatch is applied already")
-            saved = []
+            saved, absent = [], []
             for module_name, attribute, replacement in _replacements(self.check_inputs):
                 module = importlib.import_module(module_name)
                 original = module.__dict__.get(attribute, _MISSING)
                 if original is _MISSING and module_name == "torch._C._aoti":
-                    continue   # a runner torch was built without (CUDA on a CPU build)
+                    # a runner torch was built without (CUDA on a CPU build)
+                    absent.append(f"{module_name}.{attribute}")
+                    continue
                 saved.append((module, attribute, original, replacement))
             for module, attribute, _, replacement in saved:
                 setattr(module, attribute, replacement)
             self._saved = saved
             self.patched = tuple(f"{module.__name__}.{attribute}"
                                  for module, attribute, _, _ in saved)
+            self.absent = tuple(absent)
             _active_patches.append(self)
         return self
 

@@ -104,6 +104,7 @@ def aot_load(so_path: _Path, device: str, *,
 class TorchPatch:
     check_inputs: bool | None
     patched: tuple[str, ...]
+    absent: tuple[str, ...]
     def __init__(self, check_inputs: bool | None = None) -> None: ...
     @property
     def active(self) -> bool: ...

@@ -648,8 +648,9 @@ def test_patch_reports_and_undoes_every_name_exactly():
                          "torch._C._aoti.AOTIModelContainerRunnerCpu"):
             assert expected in names
         # The CUDA runner where torch has one (a CUDA build); nothing is added.
-        assert ("torch._C._aoti.AOTIModelContainerRunnerCuda" in names) == hasattr(
-            torch._C._aoti, "AOTIModelContainerRunnerCuda")
+        cuda_runner = "torch._C._aoti.AOTIModelContainerRunnerCuda"
+        assert (cuda_runner in names) == hasattr(torch._C._aoti, "AOTIModelContainerRunnerCuda")
+        assert (cuda_runner in outer.absent) == (cuda_runner not in names)
     finally:
         outer.undo()
     originals = {}
