@@ -24,7 +24,7 @@ import weakref
 import zipfile
 
 from aoti_cy import _cpp_build, _elf
-from aoti_cy.errors import ModelNotFoundError, PackageError
+from aoti_cy.errors import PackageError, model_not_found
 
 __all__ = ["Artifact", "list_models", "open_artifact", "private_library_copy"]
 
@@ -166,9 +166,7 @@ def _open_directory(directory, model_name, tempdir):
     names = sorted(n for n in os.listdir(models_dir)
                    if os.path.isdir(os.path.join(models_dir, n)))
     if model_name not in names:
-        raise ModelNotFoundError(
-            f"no model named {model_name!r} in {directory}; it holds "
-            f"{', '.join(map(repr, names)) or 'no models'}")
+        raise model_not_found(model_name, directory, names)
     model_dir = os.path.join(models_dir, model_name)
     files = sorted(os.listdir(model_dir))
     if _cpp_build.ships_sources_only(files):
@@ -308,9 +306,7 @@ def _select_members(archive, path, model_name):
         if parts[3] == model_name and not info.is_dir():
             wanted.append((info, parts))
     if model_name not in models:
-        raise ModelNotFoundError(
-            f"no model named {model_name!r} in {path}; it holds "
-            f"{', '.join(map(repr, sorted(models))) or 'no models'}")
+        raise model_not_found(model_name, path, models)
     _check_sizes(wanted, path)
     return wanted
 

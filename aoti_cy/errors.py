@@ -88,6 +88,16 @@ class ModelNotFoundError(PackageError, RuntimeError):
     those it holds. A ``RuntimeError`` too, as torch's loader raises there."""
 
 
+def model_not_found(model_name, path, models):
+    """The :class:`ModelNotFoundError` for ``model_name`` missing from the
+    package at ``path`` that holds ``models``. Its message starts with torch's
+    loader's, so code matching torch's error keeps working."""
+    held = ", ".join(map(repr, sorted(models))) or "no models"
+    return ModelNotFoundError(
+        f"Failed to find a generated cpp file or so file for model '{model_name}' in the "
+        f"zip archive. There is no model named {model_name!r} in {path}; it holds {held}")
+
+
 class PackageRuntimeError(PackageError, RuntimeError):
     """A :class:`PackageError` raised through the torch-compatible API, where
     torch's loader raises ``RuntimeError``."""

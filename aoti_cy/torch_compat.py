@@ -1,22 +1,27 @@
-"""A drop-in for torch's package loader, run by aoti_cy.
+"""A drop-in for torch's AOTInductor loaders, run by aoti_cy.
 
 ``aoti_load_package`` and ``load_package`` take what
 ``torch._inductor.aoti_load_package`` and ``torch._inductor.package.load_package``
 take and return an :class:`AOTICompiledModel` whose ``loader`` has the methods
-of ``torch._C._aoti.AOTIModelPackageLoader``, every call backed by an aoti_cy
-:class:`~aoti_cy.ModelContainer`. :func:`patch_torch` makes torch's own names
-return these objects, for code that cannot be edited.
+of ``torch._C._aoti.AOTIModelPackageLoader``; :class:`AOTIModelPackageLoader`,
+:class:`AOTIModelContainerRunnerCpu`, :class:`AOTIModelContainerRunnerCuda`
+and :func:`aot_load` are torch's classes and ``torch._export.aot_load``. Every
+call is backed by an aoti_cy :class:`~aoti_cy.ModelContainer`.
+:func:`patch_torch` makes torch's own names load with these, for code that
+cannot be edited; :func:`containers_built` counts the containers they built.
 
 What differs on purpose: inputs are checked before every run (a wrong shape,
 dtype, stride or device is an exception naming the input, not wrong numbers
-or a crash), bad constants are refused before anything changes, and errors
-are aoti_cy's clear messages. Where torch raises ``RuntimeError``, the
-exceptions here are ``RuntimeError`` subclasses too (see ``aoti_cy.errors``),
-so ``except RuntimeError`` written for torch still catches them.
+or a crash; ``check_inputs=False`` or ``AOTI_CY_CHECK_INPUTS=0`` turns that
+off), bad constants are refused before anything changes. Where torch raises
+``RuntimeError``, the exceptions here are ``RuntimeError`` subclasses too (see
+``aoti_cy.errors``) whose message starts with torch's message for the same
+situation, then says more.
 """
 
-import ctypes
 import functools
+import importlib
+import json
 import logging
 import os
 import shutil
@@ -29,66 +34,43 @@ import torch
 
 from aoti_cy import _package
 from aoti_cy._call import CallSpec
-from aoti_cy.errors import (ArgumentRuntimeError, ModelNotFoundError, PackageError,
-                            PackageNotFoundRuntimeError, PackageRuntimeError)
+from aoti_cy._torch_common import (CHECK_INPUTS_ENV, as_runtime_error, containers_built,
+                                   count_container, cuda_unavailable, resolve_check_inputs,
+                                   stream_pointer)
+from aoti_cy._torch_runner import (AOTIModelContainerRunnerCpu, AOTIModelContainerRunnerCuda,
+                                   _count_message, aot_load)
+from aoti_cy.errors import (ArgumentRuntimeError, MissingSymbolError, PackageError,
+                            PackageNotFoundRuntimeError, PackageRuntimeError, model_not_found)
 from aoti_cy.interface import load
 
-__all__ = ["AOTICompiledModel", "AOTIModelPackageLoader", "TorchPatch",
-           "aoti_load_package", "load_package", "patch_torch"]
+__all__ = ["AOTICompiledModel", "AOTIModelContainerRunnerCpu", "AOTIModelContainerRunnerCuda",
+           "AOTIModelPackageLoader", "CHECK_INPUTS_ENV", "TorchPatch", "aot_load",
+           "aoti_load_package", "containers_built", "load_package", "patch_torch",
+           "patched_names"]
 
 logger = logging.getLogger(__name__)
-
-# aoti_cy's exception -> the form also a RuntimeError, as torch's loader raises.
-_RUNTIME_FORMS = ((PackageError, PackageRuntimeError),
-                  (FileNotFoundError, PackageNotFoundRuntimeError),
-                  (ValueError, ArgumentRuntimeError))
-
-
-def _as_runtime_error(error):
-    """``error`` itself when it is a RuntimeError already (or has no
-    RuntimeError form), else its RuntimeError form with the same message."""
-    if isinstance(error, RuntimeError):
-        return error
-    for kind, form in _RUNTIME_FORMS:
-        if isinstance(error, kind):
-            return form(*error.args).with_traceback(error.__traceback__)
-    return error
-
-
-def _stream_pointer(stream_handle):
-    """torch passes a stream as a PyCapsule around ``cudaStream_t``; aoti_cy
-    takes an int or a ``torch.cuda.Stream``: accept all three (and None)."""
-    if stream_handle is None or isinstance(stream_handle, int) or hasattr(
-            stream_handle, "cuda_stream"):
-        return stream_handle
-    if type(stream_handle).__name__ == "PyCapsule":
-        api = ctypes.pythonapi
-        api.PyCapsule_GetName.restype = ctypes.c_char_p
-        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-        name = api.PyCapsule_GetName(stream_handle)
-        return api.PyCapsule_GetPointer(stream_handle, name) or 0
-    raise TypeError(f"stream_handle must be a PyCapsule, a torch.cuda.Stream, an int or "
-                    f"None, got {type(stream_handle).__name__}")
 
 
 class AOTIModelPackageLoader:
     """``torch._C._aoti.AOTIModelPackageLoader``'s interface over an aoti_cy
     container: ``AOTIModelPackageLoader(model_package_path, model_name="model",
     run_single_threaded=False, num_runners=1, device_index=-1, *,
-    check_inputs=True, allow_executable_stack=False)``.
+    check_inputs=None, allow_executable_stack=False)``.
 
     ``num_runners`` model instances run at once; ``run_single_threaded`` runs
     without the container's locking (one thread at a time, CUDA graphs);
     ``device_index`` picks the GPU of a CUDA model (-1: the current one).
+    ``check_inputs`` None means ``AOTI_CY_CHECK_INPUTS`` (default on);
     ``allow_executable_stack`` is as for :func:`aoti_cy.load`.
     ``container`` is the aoti_cy :class:`~aoti_cy.ModelContainer` for what
     torch's loader does not offer (``load_weights``, ``close``, ...).
     """
 
+    # A patch sets this on the class it installs (None: AOTI_CY_CHECK_INPUTS).
+    _patch_check_inputs = None
+
     def __init__(self, model_package_path, model_name="model", run_single_threaded=False,
-                 num_runners=1, device_index=-1, *, check_inputs=True,
+                 num_runners=1, device_index=-1, *, check_inputs=None,
                  allow_executable_stack=False):
         if not isinstance(num_runners, int) or isinstance(num_runners, bool):
             raise TypeError(f"num_runners must be an int, got {type(num_runners).__name__}")
@@ -100,21 +82,25 @@ class AOTIModelPackageLoader:
         if num_runners < 1:
             raise ArgumentRuntimeError(
                 f"num_runners must be >=1 when run_single_threaded is false, got {num_runners}")
+        if check_inputs is None:
+            check_inputs = self._patch_check_inputs
+        model_package_path = os.fspath(model_package_path)
+        _check_package_file(model_package_path)
         try:
-            self._container = load(model_package_path,
-                                   device=_device(model_package_path, model_name, device_index),
-                                   num_models=num_runners, model_name=model_name,
-                                   check_inputs=check_inputs,
-                                   allow_executable_stack=allow_executable_stack)
+            self._container = count_container(load(
+                model_package_path,
+                device=_device(model_package_path, model_name, device_index),
+                num_models=num_runners, model_name=model_name,
+                check_inputs=resolve_check_inputs(check_inputs),
+                allow_executable_stack=allow_executable_stack))
         except (ValueError, FileNotFoundError) as e:
-            raise _as_runtime_error(e) from None
+            raise as_runtime_error(e) from None
         self._single_threaded = bool(run_single_threaded)
         self._spec = None
         if self._single_threaded:
             name = "AOTInductorModelContainerRunSingleThreaded"
             if not self._container.library.exported().get(name):
                 self._container.close()
-                from aoti_cy.errors import MissingSymbolError
                 raise MissingSymbolError(name, model_package_path)
 
     @property
@@ -131,13 +117,13 @@ class AOTIModelPackageLoader:
     def run(self, inputs, stream_handle=None):
         """Run on a sequence of tensors; return a list of tensors."""
         container = self._container
-        stream = None if stream_handle is None else _stream_pointer(stream_handle)
+        stream = None if stream_handle is None else stream_pointer(stream_handle)
         try:
             if self._single_threaded:
                 return container.run_single_threaded(inputs, stream)
             return container.run(inputs, stream)
         except ValueError as e:
-            raise _as_runtime_error(e) from None
+            raise as_runtime_error(e, _count_message(container, inputs)) from None
 
     def boxed_run(self, inputs, stream_handle=None):
         """Like :meth:`run`, for a list the call takes over: it is emptied
@@ -161,7 +147,7 @@ class AOTIModelPackageLoader:
             flat = self._spec.flatten(args, kwargs)
             return self._spec.unflatten(self._container.run_single_threaded(flat))
         except ValueError as e:
-            raise _as_runtime_error(e) from None
+            raise as_runtime_error(e) from None
 
     # ---- description --------------------------------------------------------
 
@@ -225,7 +211,7 @@ class AOTIModelPackageLoader:
                 validate_full_update=bool(validate_full_updates),
                 user_managed=bool(user_managed))
         except ValueError as e:
-            raise _as_runtime_error(e) from None
+            raise as_runtime_error(e) from None
 
     def extract_constants_map(self, use_inactive=False):
         """FQN -> a copy of each constant that is not folded."""
@@ -276,24 +262,28 @@ class AOTICompiledModel:
 
 
 def load_package(path, model_name="model", run_single_threaded=False, num_runners=1,
-                 device_index=-1, *, check_inputs=True, allow_executable_stack=False):
+                 device_index=-1, *, check_inputs=None, allow_executable_stack=False):
     """torch's ``load_package``, run by aoti_cy: ``path`` is a `.pt2` (a path
-    or a readable file object), ``model_name`` picks one of its models."""
+    or a readable file object), ``model_name`` picks one of its models.
+    ``check_inputs`` None means ``AOTI_CY_CHECK_INPUTS`` (default on)."""
     return _load(path, model_name, run_single_threaded, num_runners, device_index,
-                 check_inputs, AOTICompiledModel, allow_executable_stack)
+                 check_inputs, AOTIModelPackageLoader, AOTICompiledModel,
+                 allow_executable_stack)
 
 
 def aoti_load_package(path, run_single_threaded=False, device_index=-1, *, num_runners=1,
-                      check_inputs=True, allow_executable_stack=False):
+                      check_inputs=None, allow_executable_stack=False):
     """torch's ``aoti_load_package`` (same positional arguments), run by
     aoti_cy: the package's model named "model" (``load_package`` picks
-    another); ``num_runners`` model instances may run at once."""
+    another); ``num_runners`` model instances may run at once.
+    ``check_inputs`` None means ``AOTI_CY_CHECK_INPUTS`` (default on)."""
     return _load(path, "model", run_single_threaded, num_runners, device_index,
-                 check_inputs, AOTICompiledModel, allow_executable_stack)
+                 check_inputs, AOTIModelPackageLoader, AOTICompiledModel,
+                 allow_executable_stack)
 
 
 def _load(path, model_name, run_single_threaded, num_runners, device_index, check_inputs,
-          model_class, allow_executable_stack=False):
+          loader_class, model_class, allow_executable_stack=False):
     if hasattr(path, "read"):
         # A file object: copied to a file, which the load extracts from.
         with tempfile.NamedTemporaryFile(suffix=".pt2") as copy:
@@ -302,40 +292,63 @@ def _load(path, model_name, run_single_threaded, num_runners, device_index, chec
             copy.flush()
             path.seek(0)
             return _load(copy.name, model_name, run_single_threaded, num_runners,
-                         device_index, check_inputs, model_class, allow_executable_stack)
-    loader = AOTIModelPackageLoader(os.fspath(path), model_name, run_single_threaded,
-                                    num_runners, device_index, check_inputs=check_inputs,
-                                    allow_executable_stack=allow_executable_stack)
+                         device_index, check_inputs, loader_class, model_class,
+                         allow_executable_stack)
+    loader = loader_class(os.fspath(path), model_name, run_single_threaded, num_runners,
+                          device_index, check_inputs=check_inputs,
+                          allow_executable_stack=allow_executable_stack)
     return model_class(loader)
+
+
+def _is_zip_package(path):
+    return os.path.isfile(path) and not path.endswith(".so")
+
+
+def _check_package_file(path):
+    """torch's errors for a path that is no package: missing, or not a zip."""
+    if not os.path.exists(path):
+        raise PackageNotFoundRuntimeError(
+            f"Failed to initialize zip archive: file open failed. There is no model "
+            f"package at {path}")
+    if _is_zip_package(path) and not zipfile.is_zipfile(path):
+        raise PackageRuntimeError(
+            f"Failed to initialize zip archive: failed finding central directory. {path} "
+            f"is not a .pt2 package (not a zip file)")
 
 
 def _device(path, model_name, device_index):
     """The device to load on: None (the package's) for ``device_index`` -1,
-    else the package's device type at that index."""
-    if device_index < 0:
+    else the package's device type at that index. A `.pt2` of a GPU model
+    in a process without CUDA is refused as torch refuses it."""
+    if _is_zip_package(path):
+        metadata = _metadata_in_package(path, model_name, loading=True)
+        kind = metadata.get("AOTI_DEVICE_KEY") or "cpu"
+    elif device_index < 0:
         return None
-    if os.path.isfile(path) and zipfile.is_zipfile(path):
-        kind = _metadata_in_package(path, model_name).get("AOTI_DEVICE_KEY") or "cpu"
     else:   # an extracted package or a .so
         artifact = _package.open_artifact(path, model_name)
         kind = artifact.device
         artifact.cleanup()
     kind = torch.device(kind).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise cuda_unavailable(kind, path)
+    if device_index < 0:
+        return None
     if kind == "cpu":
         if device_index != 0:
             raise ArgumentRuntimeError(
-                f"device_index {device_index} for a cpu model: CPU device index must be "
-                f"-1 or zero")
+                f"Incorrect device passed to aoti_runner_cpu. device_index {device_index} "
+                f"for a cpu model: a CPU device index must be -1 or zero")
         return "cpu"
     return torch.device(kind, device_index)
 
 
-def _metadata_in_package(path, model_name):
-    """The ``*_metadata.json`` of ``model_name`` in a `.pt2`, as a dict."""
-    import json
+def _metadata_in_package(path, model_name, loading=False):
+    """The ``*_metadata.json`` of ``model_name`` in a `.pt2`, as a dict. A
+    missing model is torch's loader's error when ``loading``, else that of
+    torch's ``load_metadata_from_package``."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise PackageNotFoundRuntimeError(f"no such model package: {path}")
+    _check_package_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
             models = set()
@@ -350,16 +363,20 @@ def _metadata_in_package(path, model_name):
                             and (found is None or parts[4].endswith("wrapper_metadata.json"))):
                         found = info
             if model_name not in models:
-                raise ModelNotFoundError(
-                    f"no model named {model_name!r} in {path}; it holds "
-                    f"{', '.join(map(repr, sorted(models))) or 'no models'}")
+                error = model_not_found(model_name, path, models)
+                if loading:
+                    raise error
+                raise type(error)(error.args[0].replace(
+                    "a generated cpp file or so file", "wrapper metadata", 1))
             if found is None:
                 return {}
             metadata = json.loads(archive.read(found))
     except zipfile.BadZipFile as e:
-        raise PackageRuntimeError(f"{path} is not a .pt2 package (not a zip file: {e})") from None
+        raise PackageRuntimeError(
+            f"Failed to initialize zip archive: failed finding central directory. {path} "
+            f"is not a .pt2 package (not a zip file: {e})") from None
     except PackageError as e:
-        raise _as_runtime_error(e) from None
+        raise as_runtime_error(e) from None
     except ValueError as e:
         raise PackageRuntimeError(f"the metadata of {model_name!r} in {path} is not valid "
                                   f"JSON: {e}") from None
@@ -381,35 +398,53 @@ def _torch_typed_model_class():
                 {"__module__": __name__, "__doc__": AOTICompiledModel.__doc__})
 
 
-def _torch_load_package(path, model_name="model", run_single_threaded=False, num_runners=1,
-                        device_index=-1):
-    return _load(path, model_name, run_single_threaded, num_runners, device_index, True,
-                 _torch_typed_model_class())
+def _with_check_inputs(cls, check_inputs):
+    """``cls`` whose ``check_inputs`` default is the patch's."""
+    return type(cls.__name__, (cls,), {"__module__": __name__, "__doc__": cls.__doc__,
+                                       "_patch_check_inputs": check_inputs})
 
 
-def _torch_aoti_load_package(path, run_single_threaded=False, device_index=-1):
-    return _load(path, "model", run_single_threaded, 1, device_index, True,
-                 _torch_typed_model_class())
+def _replacements(check_inputs):
+    """(module, attribute, replacement) for every name through which code
+    reaches torch's loaders, the replacements loading with ``check_inputs``."""
+    model_class = _torch_typed_model_class()
+    loader_class = _with_check_inputs(AOTIModelPackageLoader, check_inputs)
+
+    def load_package(path, model_name="model", run_single_threaded=False, num_runners=1,
+                     device_index=-1):
+        return _load(path, model_name, run_single_threaded, num_runners, device_index,
+                     None, loader_class, model_class)
+
+    def aoti_load_package(path, run_single_threaded=False, device_index=-1):
+        return _load(path, "model", run_single_threaded, 1, device_index, None,
+                     loader_class, model_class)
+
+    def load_aoti(file, model_name, run_single_threaded, num_runners, device_idx):
+        # What torch.export.pt2_archive._package.load_pt2 builds each model with.
+        return _load(file, model_name, run_single_threaded, num_runners, device_idx, None,
+                     loader_class, model_class)
+
+    def aot_load_(so_path, device):
+        return aot_load(so_path, device, check_inputs=check_inputs)
+
+    load_package.__doc__ = globals()["load_package"].__doc__
+    aoti_load_package.__doc__ = globals()["aoti_load_package"].__doc__
+    aot_load_.__doc__ = aot_load.__doc__
+    aot_load_.__name__ = aot_load_.__qualname__ = "aot_load"
+    return (
+        ("torch._inductor", "aoti_load_package", aoti_load_package),
+        ("torch._inductor.package", "load_package", load_package),
+        ("torch._inductor.package.package", "load_package", load_package),
+        ("torch.export.pt2_archive._package", "_load_aoti", load_aoti),
+        ("torch._export", "aot_load", aot_load_),
+        ("torch._C._aoti", "AOTIModelPackageLoader", loader_class),
+        ("torch._C._aoti", "AOTIModelContainerRunnerCpu",
+         _with_check_inputs(AOTIModelContainerRunnerCpu, check_inputs)),
+        ("torch._C._aoti", "AOTIModelContainerRunnerCuda",
+         _with_check_inputs(AOTIModelContainerRunnerCuda, check_inputs)),
+    )
 
 
-def _torch_load_aoti(file, model_name, run_single_threaded, num_runners, device_idx):
-    # What torch.export.pt2_archive._package.load_pt2 builds each model with.
-    return _load(file, model_name, run_single_threaded, num_runners, device_idx, True,
-                 _torch_typed_model_class())
-
-
-for _replacement, _original in ((_torch_load_package, load_package),
-                                (_torch_aoti_load_package, aoti_load_package)):
-    _replacement.__doc__ = _original.__doc__
-
-# (module, attribute, replacement): every module-level name through which
-# code reaches torch's loader.
-_PATCH_TARGETS = (
-    ("torch._inductor", "aoti_load_package", _torch_aoti_load_package),
-    ("torch._inductor.package", "load_package", _torch_load_package),
-    ("torch._inductor.package.package", "load_package", _torch_load_package),
-    ("torch.export.pt2_archive._package", "_load_aoti", _torch_load_aoti),
-)
 _MISSING = object()
 _patch_lock = threading.Lock()
 _active_patches = []
@@ -418,9 +453,20 @@ _active_patches = []
 class TorchPatch:
     """torch's loader names pointed at aoti_cy, process-wide, until
     :meth:`undo` (or the end of a ``with`` block) puts back exactly what was
-    there. Patches undo in the reverse order they were applied."""
+    there. Patches undo in the reverse order they were applied.
 
-    def __init__(self):
+    ``patched`` lists the names replaced ("module.attribute"), ``absent``
+    those left alone because this torch has no such name (the CUDA runner in a
+    CPU-only build), ``check_inputs`` what the loads through them use (None:
+    ``AOTI_CY_CHECK_INPUTS``)."""
+
+    def __init__(self, check_inputs=None):
+        if check_inputs is not None and not isinstance(check_inputs, (bool, int)):
+            raise TypeError(f"check_inputs must be a bool or None, got "
+                            f"{type(check_inputs).__name__}")
+        self.check_inputs = None if check_inputs is None else bool(check_inputs)
+        self.patched = ()
+        self.absent = ()
         self._saved = None
 
     @property
@@ -428,18 +474,24 @@ class TorchPatch:
         return self._saved is not None
 
     def apply(self):
-        import importlib
         with _patch_lock:
             if self._saved is not None:
                 raise RuntimeError("this TorchPatch is applied already")
-            _torch_typed_model_class()
-            saved = []
-            for module_name, attribute, replacement in _PATCH_TARGETS:
+            saved, absent = [], []
+            for module_name, attribute, replacement in _replacements(self.check_inputs):
                 module = importlib.import_module(module_name)
-                saved.append((module, attribute, module.__dict__.get(attribute, _MISSING)))
-            for (module, attribute, _), (_, _, replacement) in zip(saved, _PATCH_TARGETS):
+                original = module.__dict__.get(attribute, _MISSING)
+                if original is _MISSING and module_name == "torch._C._aoti":
+                    # a runner torch was built without (CUDA on a CPU build)
+                    absent.append(f"{module_name}.{attribute}")
+                    continue
+                saved.append((module, attribute, original, replacement))
+            for module, attribute, _, replacement in saved:
                 setattr(module, attribute, replacement)
             self._saved = saved
+            self.patched = tuple(f"{module.__name__}.{attribute}"
+                                 for module, attribute, _, _ in saved)
+            self.absent = tuple(absent)
             _active_patches.append(self)
         return self
 
@@ -451,7 +503,7 @@ class TorchPatch:
             if _active_patches[-1] is not self:
                 raise RuntimeError("undo aoti_cy's torch patches in the reverse order they "
                                    "were applied: a later patch is still active")
-            for module, attribute, original in reversed(self._saved):
+            for module, attribute, original, _ in reversed(self._saved):
                 if original is _MISSING:
                     module.__dict__.pop(attribute, None)
                 else:
@@ -465,15 +517,34 @@ class TorchPatch:
     def __exit__(self, *exc_info):
         self.undo()
 
+    def __repr__(self):
+        state = "active" if self.active else "inactive"
+        return f"<aoti_cy TorchPatch, {state}, check_inputs={self.check_inputs}>"
 
-def patch_torch():
-    """Make ``torch._inductor.aoti_load_package``,
-    ``torch._inductor.package.load_package`` (and what ``torch.export``'s
-    `.pt2` loader builds models with) return aoti_cy's
-    :class:`AOTICompiledModel` process-wide. Returns the :class:`TorchPatch`:
-    ``patch.undo()``, or use it as a context manager
-    (``with aoti_cy.patch_torch(): ...``) to put torch's back on exit.
 
-    Code that imported the function itself (``from torch._inductor import
-    aoti_load_package``) before the patch keeps torch's."""
-    return TorchPatch().apply()
+def patched_names():
+    """The torch names aoti_cy's patches replace now ("module.attribute"),
+    () when no patch is active."""
+    with _patch_lock:
+        return _active_patches[-1].patched if _active_patches else ()
+
+
+def patch_torch(check_inputs=None):
+    """Point torch's loaders at aoti_cy, process-wide: the names listed in
+    the returned :class:`TorchPatch`'s ``patched`` (``aoti_load_package``,
+    ``load_package``, ``torch.export``'s `.pt2` loader, ``torch._export.aot_load``,
+    and the classes ``torch._C._aoti.AOTIModelPackageLoader``,
+    ``AOTIModelContainerRunnerCpu`` and, in a CUDA build,
+    ``AOTIModelContainerRunnerCuda``). ``patch.undo()``, or a ``with`` block
+    (``with aoti_cy.patch_torch(): ...``), puts torch's back.
+
+    ``check_inputs`` is what models loaded through the patched names use:
+    None (default) means ``AOTI_CY_CHECK_INPUTS`` at each load (default on);
+    False runs inputs unchecked, as torch does.
+
+    Functions imported before the patch (``from torch._inductor import
+    aoti_load_package``) reach aoti_cy too: torch's functions look up the
+    patched names when called. Classes imported before the patch (``from
+    torch._C._aoti import AOTIModelPackageLoader``) and models loaded before
+    it stay torch's."""
+    return TorchPatch(check_inputs).apply()
