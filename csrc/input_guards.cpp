@@ -285,7 +285,8 @@ __attribute__((noinline)) bool refuse_other_gpu(const at::Tensor& tensor, int cu
                                                 const std::string& label, char* reason,
                                                 size_t size) {
   try {
-    copy_reason(label + " is on " + tensor.device().str() + " but the model runs on cuda:" +
+    copy_reason(label + " does not fit the model: it is on " + tensor.device().str() +
+                    " but the model runs on cuda:" +
                     std::to_string(cuda_index),
                 reason, size);
   } catch (...) {
@@ -314,12 +315,13 @@ __attribute__((noinline)) bool refuse_unusable(AtenTensorOpaque* handle, const s
   const at::Tensor* tensor = from_handle(handle);
   try {
     if (tensor == nullptr) {
-      copy_reason(label + " is a NULL handle", reason, size);
+      copy_reason(label + " does not fit the model: it is a NULL handle", reason, size);
     } else if (!tensor->defined()) {
-      copy_reason(label + " is an undefined tensor", reason, size);
+      copy_reason(label + " does not fit the model: it is an undefined tensor", reason, size);
     } else if (tensor->layout() != c10::kStrided || tensor->is_nested() ||
                tensor->unsafeGetTensorImpl()->is_python_dispatch()) {
-      copy_reason(label + " is not a dense (strided) tensor", reason, size);
+      copy_reason(label + " does not fit the model: it is not a dense (strided) tensor", reason,
+                  size);
     } else {
       return true;
     }

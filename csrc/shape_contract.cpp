@@ -135,9 +135,14 @@ struct AotiCyShapeContract {
     return nullptr;
   }
 
-  std::string where(const Binding& b) const {
-    return inputs[b.input].label + (b.kind == AOTI_CY_FROM_SIZE ? " dim " : " stride ") +
-           std::to_string(b.dim);
+  // "input 0 ('input_ids') dim 1": where a binding reads its value.
+  std::string where(const Binding& b) const { return inputs[b.input].label + " " + local(b); }
+  static std::string local(const Binding& b) {
+    return (b.kind == AOTI_CY_FROM_SIZE ? "dim " : "stride ") + std::to_string(b.dim);
+  }
+  // How every refusal of an input starts.
+  static std::string misfit(const Input& input) {
+    return input.label + " does not fit the model: ";
   }
 
   std::string check(AtenTensorOpaque** handles, size_t n, int64_t* symbols,
@@ -160,16 +165,16 @@ const at::Tensor& tensor_at(AtenTensorOpaque** handles, size_t i) {
 std::string AotiCyShapeContract::check_input_kind(size_t i, const at::Tensor& t) const {
   const Input& spec = inputs[i];
   if (t.dim() != static_cast<int64_t>(spec.dims.size())) {
-    return spec.label + " has " + std::to_string(t.dim()) + " dimensions, the model expects " +
+    return misfit(spec) + "it has " + std::to_string(t.dim()) + " dimensions, the model expects " +
            std::to_string(spec.dims.size()) + " (got " + aoti_cy_describe_tensor(t) + ")";
   }
   if (spec.dtype >= 0 && static_cast<int64_t>(t.scalar_type()) != spec.dtype) {
-    return spec.label + " has dtype " + aoti_cy_dtype_name(t.scalar_type()) +
+    return misfit(spec) + "it has dtype " + aoti_cy_dtype_name(t.scalar_type()) +
            ", the model expects " +
            aoti_cy_dtype_name(static_cast<c10::ScalarType>(spec.dtype));
   }
   if (spec.device_type >= 0 && static_cast<int64_t>(t.device().type()) != spec.device_type) {
-    return spec.label + " is on " + t.device().str() + ", the model expects a " +
+    return misfit(spec) + "it is on " + t.device().str() + ", the model expects a " +
            c10::DeviceTypeName(static_cast<c10::DeviceType>(spec.device_type)) + " tensor";
   }
   return "";
@@ -186,7 +191,7 @@ std::string AotiCyShapeContract::bind(AtenTensorOpaque** handles, size_t n, int6
       const at::Tensor& t = tensor_at(handles, b.input);
       if (b.dim >= t.dim()) {
         *failed = b.input;
-        return inputs[b.input].label + " has " + std::to_string(t.dim()) +
+        return misfit(inputs[b.input]) + "it has " + std::to_string(t.dim()) +
                " dimensions, the model reads its dim " + std::to_string(b.dim);
       }
       value = b.kind == AOTI_CY_FROM_SIZE ? t.sizes()[b.dim] : t.strides()[b.dim];
@@ -201,7 +206,7 @@ std::string AotiCyShapeContract::bind(AtenTensorOpaque** handles, size_t n, int6
         const Dim& dim = inputs[origin->input].dims.size() > static_cast<size_t>(origin->dim)
                              ? inputs[origin->input].dims[origin->dim]
                              : Dim();
-        text = where(*origin) + " is " + std::to_string(value) + ", which is not " +
+        text = misfit(inputs[origin->input]) + local(*origin) + " is " + std::to_string(value) + ", which is not " +
                (dim.size.text.empty() ? "a valid size" : dim.size.text) + " for any whole " +
                quoted(symbol_names[b.symbol]);
         *failed = origin->input;
@@ -223,10 +228,10 @@ std::string AotiCyShapeContract::bind(AtenTensorOpaque** handles, size_t n, int6
                            ? &inputs[b.input].dims[b.dim]
                            : nullptr;
       if (dim != nullptr && dim->size.lone_symbol() == b.symbol) {
-        return where(b) + " is " + std::to_string(value) + ", " + limit + " (" +
+        return misfit(inputs[b.input]) + local(b) + " is " + std::to_string(value) + ", " + limit + " (" +
                quoted(symbol_names[b.symbol]) + ")";
       }
-      return where(b) + " is " + std::to_string(value) + ", so " +
+      return misfit(inputs[b.input]) + local(b) + " is " + std::to_string(value) + ", so " +
              quoted(symbol_names[b.symbol]) + " is " + std::to_string(got) + ", " + limit;
     }
   }
@@ -266,21 +271,21 @@ std::string AotiCyShapeContract::check_dims(size_t i, const at::Tensor& t,
     const Dim& dim = spec.dims[d];
     int64_t want = 0;
     if (sizes[d] < dim.low) {
-      return spec.label + " dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
+      return misfit(spec) + "dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
              ", below the model's minimum of " + std::to_string(dim.low);
     }
     if (dim.high != kNoLimit && sizes[d] > dim.high) {
-      return spec.label + " dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
+      return misfit(spec) + "dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
              ", above the model's maximum of " + std::to_string(dim.high);
     }
     if (dim.size.ops.empty()) continue;
     if (!evaluate(dim.size, symbols, num_symbols, &want)) {
-      return spec.label + " dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
+      return misfit(spec) + "dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
              ", and the model's size " + dim.size.text + " cannot be computed from it" +
              symbols_of(dim.size, symbols);
     }
     if (want != sizes[d]) {
-      const std::string head = spec.label + " dim " + std::to_string(d) + " is " +
+      const std::string head = misfit(spec) + "dim " + std::to_string(d) + " is " +
                                std::to_string(sizes[d]);
       if (dim.size.constant()) return head + ", the model expects " + std::to_string(want);
       const int64_t symbol = dim.size.lone_symbol();
@@ -301,7 +306,7 @@ std::string AotiCyShapeContract::check_dims(size_t i, const at::Tensor& t,
     int64_t want = 0;
     if (dim.stride.ops.empty() || sizes[d] <= 1) continue;  // as torch compares them
     if (!evaluate(dim.stride, symbols, num_symbols, &want) || want != strides[d]) {
-      return spec.label + " has stride " + std::to_string(strides[d]) + " at dim " +
+      return misfit(spec) + "it has stride " + std::to_string(strides[d]) + " at dim " +
              std::to_string(d) + ", the model expects " + dim.stride.text +
              (dim.stride.constant() ? "" : " = " + std::to_string(want)) +
              " (got " + aoti_cy_describe_tensor(t) +

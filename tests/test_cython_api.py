@@ -87,7 +87,7 @@ def test_consumer_inputs_on_another_gpu_are_refused(consumer):
     # add the GPU, so run_handles refuses what run refuses.
     from aoti_cy.testing import EXAMPLES
     with aoti_cy.load(EXAMPLES["add_one"].package("cuda"), device="cuda:1") as model:
-        with pytest.raises(ValueError, match="input 0 .* is on cuda:0 but the model "
+        with pytest.raises(ValueError, match="input 0 .*does not fit the model: it is on cuda:0 but the model "
                                              "runs on cuda:1"):
             consumer.run_nogil(model, [torch.zeros(8, device="cuda:0")], 1)
         x = torch.randn(8, device="cuda:1")

@@ -50,7 +50,7 @@ def tied(tmp_path_factory):
 @pytest.mark.parametrize("entry", ["call", "run", "run_single_threaded", "model_run",
                                    "drop_in", "drop_in_loader_run"])
 @pytest.mark.parametrize("a, b, message", [
-    ((2, 9), (2, 10), r"input 1 \('args\[1\]'\) dim 1 is 10, but input 0 \('args\[0\]'\) "
+    ((2, 9), (2, 10), r"input 1 \('args\[1\]'\) does not fit the model: dim 1 is 10, but input 0 \('args\[0\]'\) "
                       r"dim 1 is 9: both are 's\d+'"),
     ((2, 64), (2, 3), r"input 1 .* dim 1 is 3, but input 0 .* dim 1 is 64"),
     ((2, 1), (2, 9), r"input 1 .* dim 1 is 9, but input 0 .* dim 1 is 1"),
@@ -248,7 +248,7 @@ def test_gpt2_mismatched_mask_is_refused(gpt2, ids, mask):
     spec, _, model = gpt2
     kwargs = {"input_ids": torch.randint(3, 99, ids), "attention_mask": torch.ones(*mask,
                                                                                   dtype=torch.long)}
-    with pytest.raises(ValueError, match=r"input 1 \('attention_mask'\) dim \d is \d+, but "
+    with pytest.raises(ValueError, match=r"input 1 \('attention_mask'\) does not fit the model: dim \d is \d+, but "
                                          r"input 0 \('input_ids'\) dim \d is \d+: both are"):
         model(**kwargs)
     with pytest.raises(ValueError, match="'attention_mask'.*'input_ids'"):
@@ -274,7 +274,7 @@ def test_gpt2_matching_calls_match_eager_and_torch(gpt2, batch, seq):
 
 def test_gpt2_dtype_error_names_the_input(gpt2):
     _, _, model = gpt2
-    with pytest.raises(ValueError, match=r"input 0 \('input_ids'\) has dtype torch.int32, "
+    with pytest.raises(ValueError, match=r"input 0 \('input_ids'\) does not fit the model: it has dtype torch.int32, "
                                          r"the model expects torch.int64"):
         model(input_ids=torch.ones(2, 9, dtype=torch.int32),
               attention_mask=torch.ones(2, 9, dtype=torch.long))
@@ -289,7 +289,7 @@ def test_bert_token_types_are_tied_too():
         got = model(**kwargs)
         torch.testing.assert_close(got.last_hidden_state, want[0], rtol=1e-4, atol=1e-4)
         bad = dict(kwargs, token_type_ids=torch.zeros(2, 8, dtype=torch.long))
-        with pytest.raises(ValueError, match=r"\('token_type_ids'\) dim 1 is 8, but input \d "
+        with pytest.raises(ValueError, match=r"\('token_type_ids'\) does not fit the model: dim 1 is 8, but input \d "
                                              r"\('input_ids'\) dim 1 is 7: both are"):
             model(**bad)
 
@@ -307,7 +307,7 @@ def test_encoder_and_decoder_lengths_are_not_tied():
                                        want, rtol=1e-4, atol=1e-4)
         bad = spec.call(seed=1, batch=2, seq=9, dec=5)
         bad["decoder_input_ids"] = bad["decoder_input_ids"][:1]
-        with pytest.raises(ValueError, match=r"\('decoder_input_ids'\) dim 0 is 1, but input "
+        with pytest.raises(ValueError, match=r"\('decoder_input_ids'\) does not fit the model: dim 0 is 1, but input "
                                              r"\d \('input_ids'\) dim 0 is 2"):
             model(**bad)
 
