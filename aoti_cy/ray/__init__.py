@@ -72,15 +72,35 @@ class RolloutError(ValueError):
         return type(self), (str(self), self.report)
 
 
-def _control_call(ref, timeout_s, what):
-    """``ray.get(ref)`` within ``timeout_s``, or :class:`CoordinatorTimeoutError`."""
-    try:
-        return ray.get(ref, timeout=max(timeout_s, 0.0))
-    except ray.exceptions.GetTimeoutError:
-        ray.cancel(ref)
+def _control_call(send, timeout_s, what, retry=True):
+    """``ray.get(send())`` within ``timeout_s``, or :class:`CoordinatorTimeoutError`.
+    With ``retry`` (reads, which are idempotent), a call that finds the actor
+    restarting is sent again until the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ref = send()
+        try:
+            return ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0))
+        except ray.exceptions.GetTimeoutError:
+            _cancel(ref)
+        except ray.exceptions.ActorUnavailableError:
+            if not retry:
+                raise
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+            if time.monotonic() < deadline:
+                continue
         raise CoordinatorTimeoutError(
             f"{what} was not answered within {timeout_s:g} s: the deployment's actor is busy, "
-            f"hung or restarting") from None
+            f"hung or restarting")
+
+
+def _cancel(ref):
+    """Cancel the call behind ``ref`` if Ray still can (best effort: the
+    coordinator itself refuses work past its deadline)."""
+    try:
+        ray.cancel(ref)
+    except Exception:  # noqa: BLE001 - nothing more to do
+        pass
 
 
 class ServedModel:
@@ -125,16 +145,16 @@ class ServedModel:
         the new weights or stay on the old ones); :class:`CoordinatorTimeoutError`
         when no answer came in time."""
         deadline = time.monotonic() + timeout_s
-        version, refs = _control_call(self._store.stage.remote(state_dict), timeout_s,
-                                      "storing the weights for the rollout")
+        version, refs = _control_call(lambda: self._store.stage.remote(state_dict), timeout_s,
+                                      "storing the weights for the rollout", retry=False)
         del state_dict
         remaining = deadline - time.monotonic()
         margin = min(1.0, 0.1 * timeout_s)
         try:
             report = _control_call(
-                self._coordinator.rollout.remote(version, refs, strict,
-                                                 time.time() + remaining - margin),
-                remaining, f"the rollout of version {version}")
+                lambda: self._coordinator.rollout.remote(version, refs, strict,
+                                                         time.time() + remaining - margin),
+                remaining, f"the rollout of version {version}", retry=False)
         except ray.exceptions.RayActorError as e:
             committed = self.committed_version(timeout_s=max(1.0, deadline - time.monotonic()))
             report = {"ok": False, "phase": "unknown", "version": version, "replicas": {},
@@ -156,7 +176,7 @@ class ServedModel:
     def committed_version(self, *, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
         """The weights version every replica runs or is about to (0: the
         package's own)."""
-        version, _, _ = _control_call(self._store.committed.remote(), timeout_s,
+        version, _, _ = _control_call(self._store.committed.remote, timeout_s,
                                       "the committed weights version")
         return version
 
@@ -166,14 +186,15 @@ class ServedModel:
         run: runs}), pid, weights ``version``, and ``age_s``, the seconds
         since that report (replicas report every 0.1 s, so the counts may
         miss the calls of that last fraction of a second)."""
-        replicas = _control_call(self._coordinator.replicas.remote(), timeout_s,
+        replicas = _control_call(self._coordinator.replicas.remote, timeout_s,
                                  "the replica stats")
         return {r: dict(info["stats"], version=info["version"], age_s=info["age_s"])
                 for r, info in replicas.items()}
 
     def coordinator_pid(self, *, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
         """The process id of the coordinator actor (to watch or debug it)."""
-        return _control_call(self._coordinator.pid.remote(), timeout_s, "the coordinator's pid")
+        return _control_call(self._coordinator.pid.remote, timeout_s,
+                             "the coordinator's pid")
 
     def close(self):
         """Free the coordinator and the store (the package and weights they
@@ -181,6 +202,24 @@ class ServedModel:
         both and returns without waiting."""
         ray.kill(self._coordinator, no_restart=True)
         ray.kill(self._store, no_restart=True)
+
+
+def _check_workers_import_aoti_cy(runtime_env, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
+    """Raise :class:`ShadowedPackageError` here, in the driver, when a Ray
+    worker of this job (as a replica will be) would import something other
+    than the installed aoti_cy (see ``_entry``)."""
+    task = ray.remote(_entry.check_installed_aoti_cy).options(
+        num_cpus=0, max_retries=0, **({"runtime_env": runtime_env} if runtime_env else {}))
+    ref = task.remote()
+    try:
+        ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        _cancel(ref)   # no worker in time: the replicas make the same check
+    except ray.exceptions.RayTaskError as e:
+        cause = e.as_instanceof_cause()
+        if isinstance(cause, ShadowedPackageError):
+            raise ShadowedPackageError(str(e.cause)) from None
+        raise
 
 
 def _package_device(package, model_name):
@@ -262,6 +301,7 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
                 "runtime": runtime, "imports": tuple(imports)}
     if not call_timeout_s > 0:
         raise ValueError(f"call_timeout_s must be > 0, got {call_timeout_s!r}")
+    _check_workers_import_aoti_cy(options.get("runtime_env"))
     coordinator_name = f"{name}-{uuid.uuid4().hex[:12]}"
     store_name = f"{coordinator_name}-store"
     # Detached: replicas outlive the driver, and so must the package they load.

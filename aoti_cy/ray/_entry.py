@@ -7,8 +7,11 @@ instead of the installed package and fail somewhere inside Serve with a
 message that does not say why. So this module is pickled by value (it
 imports only the standard library at the top), its class reaches the
 replica even then, checks what ``aoti_cy`` resolves to, and raises an error
-that names the folder and the fix; Serve passes it to the driver's
-``serve.run``.
+that names the folder and the fix. Serve reports a replica's constructor
+error to the driver only as "Failed to update the deployments" (the
+traceback goes to the controller's log), so ``deployment()`` first runs the
+same check in a Ray task of the driver's job, whose workers get the same
+import path, and raises it there.
 """
 
 import importlib
@@ -43,7 +46,7 @@ def check_installed_aoti_cy(spec=None):
         return
     where = ", ".join(repr(f) for f in folders) or "(nowhere)"
     raise ShadowedPackageError(
-        f"aoti_cy in this replica resolves to {where}: {problem}, not the installed aoti_cy. "
+        f"aoti_cy in this Ray worker resolves to {where}: {problem}, not the installed aoti_cy. "
         f"Ray puts the driver's working directory first on each worker's import path, so a "
         f"folder named 'aoti_cy' there shadows the installed package. Start the driver from "
         f"another directory (or rename that folder); if it is a source checkout you mean to "

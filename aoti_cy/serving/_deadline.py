@@ -43,25 +43,26 @@ def call_with_retries(submit, wait, replica_gone, timeout_s, describe="the call"
     deadline = (time.monotonic() if started is None else started) + timeout_s
     attempt = first if first is not None else submit()
     attempts, last_error = 1, None
+
+    def timed_out():
+        after = f"; the last replica error: {last_error}" if last_error else ""
+        return CallTimeoutError(
+            f"{describe} was not answered within its deadline of {timeout_s:g} s "
+            f"({attempts} attempt{'s' if attempts > 1 else ''}{after})")
     while True:
-        remaining = deadline - time.monotonic()
         try:
-            if remaining <= 0:
-                raise TimeoutError
-            return wait(attempt, remaining)
-        except Exception as e:  # noqa: BLE001 - sorted below
-            if isinstance(e, TimeoutError) or not replica_gone(e):
-                if not isinstance(e, TimeoutError):
-                    raise
-                after = f"; the last replica error: {last_error}" if last_error else ""
-                raise CallTimeoutError(
-                    f"{describe} was not answered within its deadline of {timeout_s:g} s "
-                    f"({attempts} attempt{'s' if attempts > 1 else ''}{after})") from None
+            # at 0 s left, an answer already there still counts
+            return wait(attempt, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise timed_out() from None
+        except Exception as e:  # noqa: BLE001 - retried only when the replica is gone
+            if not replica_gone(e):
+                raise
             last_error = f"{type(e).__name__}: {_first_line(e)}"
         pause = RETRY_PAUSE_S[min(attempts - 1, len(RETRY_PAUSE_S) - 1)]
         time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
         if time.monotonic() >= deadline:
-            continue    # raises the timeout above
+            raise timed_out()
         if on_retry is not None:
             on_retry(last_error)
         attempt = submit()
