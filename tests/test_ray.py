@@ -10,6 +10,7 @@ import concurrent.futures
 import copy
 import importlib.machinery
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -146,6 +147,18 @@ def _totals(stats):
 def test_importing_aoti_cy_does_not_import_ray():
     code = "import sys, aoti_cy; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_errors_pickle_with_their_details():
+    report = {"ok": False, "phase": "validate", "version": 3,
+              "replicas": {"r": {"state": "refused", "reason": "shape"}}}
+    for error in (RolloutError("refused", report), CallTimeoutError("late"),
+                  CoordinatorTimeoutError("late"), ShadowedPackageError("shadowed")):
+        copy_ = pickle.loads(pickle.dumps(error))
+        assert type(copy_) is type(error) and str(copy_) == str(error)
+    assert pickle.loads(pickle.dumps(RolloutError("refused", report))).report == report
+    assert issubclass(CallTimeoutError, TimeoutError)
+    assert issubclass(CoordinatorTimeoutError, TimeoutError)
 
 
 SHADOWED_DRIVER = """
@@ -321,6 +334,11 @@ def test_bad_requests_are_rejected_alone_in_a_batch(scorer):
         assert isinstance(error, ValueError), (reason, error)
         assert "does not fit the model" in str(error), (reason, error)
     assert "unmatched dtype" in str(outcomes[4])
+    # Through a client: the model's refusal is raised at once, never retried.
+    client = scorer.served.client(scorer.handle, timeout_s=60)
+    with pytest.raises(ValueError, match="unmatched dtype"):
+        client.call(*bad["dtype"][0], **bad["dtype"][1])
+    assert client.retries == 0
     _, _, sizes_after = _totals(_settled(scorer.served))
     assert any(size > 1 and sizes_after[size] > sizes_before.get(size, 0)
                for size in sizes_after), "the good calls were not batched"
