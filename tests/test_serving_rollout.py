@@ -234,3 +234,23 @@ def test_a_call_no_replica_answers_in_time_raises_one_timeout():
         pool.shutdown()
         for model in models:
             model.close()
+
+
+def test_a_replica_started_on_the_committed_weights_counts_as_applied(replicas):
+    """A replica that starts after the commit loads the committed weights
+    itself: the apply phase does not wait for it to be asked."""
+    protocol, path = RolloutProtocol(), scorer_package()
+    replicas(protocol, "r", path)
+    late = []
+
+    def commit(version, weights, strict):
+        # as a replica starting now would: it reads the committed version first
+        late.append(replicas(protocol, "late", path))
+        late[0].model.load_weights(weights, strict=strict)
+        late[0].version = version
+        return True
+    report = protocol.rollout(1, perturbed_state_dict(scorer_eager(), seed=12), True,
+                              time.monotonic() + 30, commit)
+    assert report["ok"], report
+    assert report["replicas"]["late"] == {"state": "ok", "reason": ""}
+    assert report["replicas"]["r"] == {"state": "ok", "reason": ""}

@@ -134,8 +134,9 @@ class ServedModel:
         calls in flight finish on the old weights). Replicas started later
         load it before serving.
 
-        ``timeout_s`` bounds the whole call; nothing is committed in its last
-        tenth (at most its last second), so a timeout never races a commit.
+        ``timeout_s`` bounds the whole call (after a coordinator death, up to
+        1 s more to read the committed version); nothing is committed in its
+        last tenth (at most its last second), so a timeout never races a commit.
 
         Returns the report ``{"ok", "version", "phase", "replicas": {replica:
         {"state", "reason"}}}``; raises :class:`RolloutError` (carrying it)

@@ -127,6 +127,9 @@ class RolloutProtocol:
             live = {r for r, e in self._replicas.items() if now - e["seen"] < STALE_S}
             involved |= live
             reports = {r: rep for r, rep in self._reports.items() if rep[:2] == (phase, version)}
+            if phase == "apply":   # started after the commit: loaded these weights at start
+                reports.update({r: (phase, version, True, "") for r in live
+                                if r not in reports and self._replicas[r]["version"] >= version})
             involved |= set(reports)
             asked = {r for r, a in self._asked.items() if a == (phase, version)}
             refused = any(not rep[2] for rep in reports.values())
