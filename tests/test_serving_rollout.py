@@ -18,8 +18,8 @@ from real_models import REAL_MODELS, UPDATABLE, perturbed_state_dict
 
 class Replica(threading.Thread):
     """A replica's poll loop on a real model. ``answer_after_s``: how long it
-    takes to answer a validate; ``silent``: never answers; ``pause``: (after
-    its first poll, for how long it stops polling)."""
+    takes to answer a validate; ``silent``: never answers; ``pause``: for how
+    long it stops polling after its first poll."""
 
     def __init__(self, name, protocol, path, answer_after_s=0.0, silent=False, pause=None):
         super().__init__(name=name, daemon=True)
