@@ -8,7 +8,10 @@ Starts a local Ray cluster, then for each configuration deploys both
 runtimes side by side, warms up, and runs ``--calls`` calls from
 ``--clients`` closed-loop client threads through a DeploymentHandle,
 ``--repeats`` times, alternating the runtimes round by round; prints one
-JSON object with the median of the rounds. Each call carries 1 to 4 rows of
+JSON object with the median of the rounds. ``--through client`` sends the
+calls through ``ServedModel.client`` (deadline and retries on replica
+death) instead of Serve's raw handle, to see what that costs. Each call
+carries 1 to 4 rows of
 the Scorer model (tests/ray_models.py); ``--width 4096`` makes the model's
 run, not Ray's per-call cost, the larger part.
 """
@@ -34,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from ray_models import scorer_call, scorer_package  # noqa: E402
 
 
-def closed_loop(handle, calls, clients):
+def closed_loop(call, calls, clients):
     """(seconds, latencies) of ``calls`` calls from ``clients`` threads, each
     sending its next call when the last one is answered."""
     latencies, lock, next_call = [], threading.Lock(), iter(range(len(calls)))
@@ -47,7 +50,7 @@ def closed_loop(handle, calls, clients):
                 return
             args, kwargs = calls[i]
             start = time.perf_counter()
-            handle.remote(*args, **kwargs).result(timeout_s=120)
+            call(*args, **kwargs)
             with lock:
                 latencies.append(time.perf_counter() - start)
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -67,18 +70,28 @@ def deploy(path, runtime, replicas, batching):
     return served, serve.run(served.app, name=f"bench-{runtime}", route_prefix=None)
 
 
-def measure(path, runtimes, replicas, batching, calls, clients, repeats, warmup):
+def caller(served, handle, through):
+    """One blocking model call, through Serve's handle or an aoti_cy client."""
+    if through == "client":
+        return served.client(handle, timeout_s=120).call
+    return lambda *args, **kwargs: handle.remote(*args, **kwargs).result(timeout_s=120)
+
+
+def measure(path, runtimes, replicas, batching, calls, clients, repeats, warmup,
+            through="handle"):
     """{runtime: medians} for one configuration. The runtimes are deployed side
     by side and their rounds alternate, so a change in the machine's load
     (it is shared) hits them alike."""
     deployed = {runtime: deploy(path, runtime, replicas, batching) for runtime in runtimes}
     rounds = {runtime: [] for runtime in runtimes}
     try:
-        for _, handle in deployed.values():
-            closed_loop(handle, calls[:warmup], clients)
+        callers = {runtime: caller(served, handle, through)
+                   for runtime, (served, handle) in deployed.items()}
+        for call in callers.values():
+            closed_loop(call, calls[:warmup], clients)
         for _ in range(repeats):
-            for runtime, (_, handle) in deployed.items():
-                seconds, latencies = closed_loop(handle, calls, clients)
+            for runtime, call in callers.items():
+                seconds, latencies = closed_loop(call, calls, clients)
                 latencies.sort()
                 rounds[runtime].append({
                     "calls_per_s": len(calls) / seconds,
@@ -110,6 +123,8 @@ def main():
                         help="CPUs Ray may hand out (one per replica; both runtimes' "
                              "replicas are deployed at once, idle in turn)")
     parser.add_argument("--runtimes", default="aoti_cy,torch")
+    parser.add_argument("--through", choices=("handle", "client"), default="handle",
+                        help="Serve's raw handle, or ServedModel.client (deadline, retries)")
     parser.add_argument("--out", help="write the JSON here too (Ray may print to stdout "
                                       "while it shuts down)")
     args = parser.parse_args()
@@ -124,12 +139,13 @@ def main():
                            "ray": ray.__version__},
                "model": f"Scorer(width={args.width}), 1-4 rows a call",
                "calls": args.calls, "clients": args.clients, "repeats": args.repeats,
+               "through": args.through,
                "configs": []}
     try:
         for replicas in (1, 2):
             for batching in (False, True):
                 measured = measure(path, args.runtimes.split(","), replicas, batching, calls,
-                                   args.clients, args.repeats, args.warmup)
+                                   args.clients, args.repeats, args.warmup, args.through)
                 for runtime, result in measured.items():
                     result.update(runtime=runtime, replicas=replicas, batching=batching)
                     results["configs"].append(result)

@@ -7,11 +7,15 @@ at the end of the module.
 """
 
 import concurrent.futures
+import copy
+import importlib.machinery
 import os
+import pickle
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -23,12 +27,11 @@ serve = pytest.importorskip("ray.serve")
 requests = pytest.importorskip("requests")
 
 import aoti_cy.ray  # noqa: E402
-from aoti_cy.ray import RolloutError, _batching, _json  # noqa: E402
+from aoti_cy.ray import CallTimeoutError, CoordinatorTimeoutError, RolloutError  # noqa: E402
+from aoti_cy.ray._entry import ShadowedPackageError, check_installed_aoti_cy  # noqa: E402
 from ray_models import WIDTH, scorer_call, scorer_eager, scorer_package  # noqa: E402
 from real_models import REAL_MODELS, UPDATABLE, perturbed_state_dict  # noqa: E402
 
-REPLICA_GONE = (ray.exceptions.RayActorError, serve.exceptions.ReplicaUnavailableError,
-                serve.exceptions.DeploymentUnavailableError)
 LLAMA = REAL_MODELS["llama"]
 
 
@@ -146,31 +149,100 @@ def test_importing_aoti_cy_does_not_import_ray():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_batching_groups_only_requests_that_fit_together():
-    calls = [scorer_call(rows=2, seed=1), scorer_call(rows=3, seed=2),
-             scorer_call(rows=1, seed=3, dtype=torch.float64), scorer_call(rows=2, seed=4),
-             scorer_call(rows=0, seed=5)]
-    requests_ = [_batching.Request(args, kwargs) for args, kwargs in calls]
-    # float64 and the empty request each run alone; the cap splits 2+3+2
-    assert _batching.group_requests(requests_, max_rows=5) == [[0, 1], [2], [3], [4]]
-    args, kwargs = _batching.merge([requests_[0], requests_[1]])
-    assert args[0].shape == (5, WIDTH)
-    eager = scorer_eager()
-    with torch.no_grad():
-        shares = _batching.split(eager(*args, **kwargs), [2, 3])
-        for share, (a, k) in zip(shares, calls[:2]):
-            _close(share, eager(*a, **k))
-    assert _batching.split({"scores": torch.zeros(4, 3)}, [2, 3]) is None
+def test_errors_pickle_with_their_details():
+    report = {"ok": False, "phase": "validate", "version": 3,
+              "replicas": {"r": {"state": "refused", "reason": "shape"}}}
+    for error in (RolloutError("refused", report), CallTimeoutError("late"),
+                  CoordinatorTimeoutError("late"), ShadowedPackageError("shadowed")):
+        copy_ = pickle.loads(pickle.dumps(error))
+        assert type(copy_) is type(error) and str(copy_) == str(error)
+    assert pickle.loads(pickle.dumps(RolloutError("refused", report))).report == report
+    assert issubclass(CallTimeoutError, TimeoutError)
+    assert issubclass(CoordinatorTimeoutError, TimeoutError)
 
 
-def test_json_follows_the_input_spec_and_example_dtypes():
-    with aoti_cy.load(LLAMA.package(**UPDATABLE)) as model:
-        spec = torch.utils._pytree.treespec_loads(model.call_spec[0])
-    dtypes = _json.leaf_dtypes(spec, LLAMA.call())
-    args, kwargs = _json.call_from_json(spec, [[[1, 2, 3]]], dtypes)
-    assert args[0].dtype == torch.int64 and args[0].shape == (1, 3) and kwargs == {}
-    with pytest.raises(TypeError, match=r"args: expected a list of 1 items"):
-        _json.call_from_json(spec, {"args": [[1], [2]]}, dtypes)
+SHADOWED_DRIVER = """
+import socket, sys
+import ray
+from ray import serve
+import aoti_cy.ray
+from ray_models import scorer_package
+
+path = scorer_package()
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+         object_store_memory=128 << 20)
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+serve.start(http_options={"host": "127.0.0.1", "port": port})
+served = None
+try:
+    try:
+        served = aoti_cy.ray.deployment(path, name="shadowed", max_constructor_retry_count=1,
+                                        ray_actor_options={"num_cpus": 0.1})
+        print("DEPLOYED")
+    except Exception as e:
+        print("DRIVER GOT:", type(e).__name__, e)
+    # The replicas' own check, as when Serve runs under another job: Serve
+    # keeps its message in the deployment's status.
+    aoti_cy.ray._check_workers_import_aoti_cy = lambda *args: None
+    served = aoti_cy.ray.deployment(path, name="shadowed", max_constructor_retry_count=1,
+                                    ray_actor_options={"num_cpus": 0.1})
+    try:
+        serve.run(served.app, name="shadowed", route_prefix=None)
+    except Exception as e:
+        print("SERVE.RUN GOT:", type(e).__name__, e)
+    status = serve.status().applications["shadowed"].deployments["shadowed"]
+    print("STATUS:", status.message.replace("\\n", " "))
+finally:
+    serve.shutdown()
+    if served is not None:
+        served.close()
+    ray.shutdown()
+"""
+
+
+@pytest.mark.parametrize("shadow", ["checkout parent", "unbuilt package"])
+def test_a_shadowing_aoti_cy_folder_is_named_in_the_error(tmp_path, shadow):
+    """The check each replica makes first, on what a folder in the driver's
+    working directory makes ``aoti_cy`` resolve to."""
+    folder = tmp_path / "aoti_cy"
+    folder.mkdir()
+    if shadow == "unbuilt package":
+        (folder / "__init__.py").write_text("")
+    spec = importlib.machinery.PathFinder.find_spec("aoti_cy", [str(tmp_path)])
+    with pytest.raises(ShadowedPackageError) as caught:
+        check_installed_aoti_cy(spec)
+    message = str(caught.value)
+    assert repr(str(folder)) in message and "driver's working directory" in message
+    assert ("namespace package" if shadow == "checkout parent"
+            else "without the compiled module aoti_cy.interface") in message
+    check_installed_aoti_cy()   # the package these tests run
+
+
+def test_a_driver_started_beside_an_aoti_cy_folder_gets_the_error_at_deployment(tmp_path):
+    """End to end, on a cluster of its own: Ray puts the driver's working
+    directory on every worker's path, a worker of the driver's job finds the
+    unbuilt ``aoti_cy`` there, and the error naming the folder reaches the
+    driver from ``deployment()`` (Serve would say only "Failed to update the
+    deployments")."""
+    root, scripts = tmp_path / "work", tmp_path / "scripts"
+    (root / "aoti_cy").mkdir(parents=True)
+    (root / "aoti_cy" / "__init__.py").write_text("")
+    scripts.mkdir()
+    (scripts / "driver.py").write_text(SHADOWED_DRIVER)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(here), here, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(scripts / "driver.py")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert "DRIVER GOT:" in done.stdout, out[-3000:]
+    got, status = done.stdout.split("STATUS:") if "STATUS:" in done.stdout else (done.stdout, "")
+    folder = repr(str(root / "aoti_cy"))
+    assert "DRIVER GOT: ShadowedPackageError" in got and folder in got, out[-3000:]
+    assert "DEPLOYED" not in got, out[-3000:]
+    assert "ShadowedPackageError" in status and folder in status, out[-3000:]
 
 
 # ---- on the cluster -----------------------------------------------------------------------
@@ -218,6 +290,23 @@ def test_http_json_route_on_loopback(scorer, llama):
     reply = requests.post(scorer.url, data=b"{not json", timeout=60)
     assert reply.status_code == 400 and "not JSON" in reply.json()["error"]
 
+    # Strict values: nothing converted, the input and the element named.
+    for body, fragments in [
+            ([[[1.7, 2.2]]], ["args[0]", "element [0][0] is 1.7", "int64"]),
+            ([[[1, True]]], ["args[0]", "element [0][1] is true"]),
+            ([[[1, 2], [3]]], ["args[0]", "ragged"]),
+            ([[[2 ** 63]]], ["args[0]", "out of the range of int64"])]:
+        reply = requests.post(llama.url, json=body, timeout=60)
+        assert reply.status_code == 400, (body, reply.text)
+        for fragment in fragments:
+            assert fragment in reply.json()["error"], (fragment, reply.json())
+    body = {"args": [[[0.0] * WIDTH]], "kwargs": {"bias": [[0.0] * (WIDTH - 1) + [1e39]]}}
+    reply = requests.post(scorer.url, json=body, timeout=60)
+    assert reply.status_code == 400 and "kwargs['bias']" in reply.json()["error"] \
+        and "beyond the range of float32" in reply.json()["error"]
+    reply = requests.post(llama.url, json=[args[0].tolist()], timeout=60)   # still serving
+    assert reply.status_code == 200, reply.text
+
 
 def test_concurrent_calls_are_batched_each_answered_with_its_own_result(scorer, llama):
     for served, calls in [
@@ -259,6 +348,11 @@ def test_bad_requests_are_rejected_alone_in_a_batch(scorer):
         assert isinstance(error, ValueError), (reason, error)
         assert "does not fit the model" in str(error), (reason, error)
     assert "unmatched dtype" in str(outcomes[4])
+    # Through a client: the model's refusal is raised at once, never retried.
+    client = scorer.served.client(scorer.handle, timeout_s=60)
+    with pytest.raises(ValueError, match="unmatched dtype"):
+        client.call(*bad["dtype"][0], **bad["dtype"][1])
+    assert client.retries == 0
     _, _, sizes_after = _totals(_settled(scorer.served))
     assert any(size > 1 and sizes_after[size] > sizes_before.get(size, 0)
                for size in sizes_after), "the good calls were not batched"
@@ -270,7 +364,8 @@ def test_weight_rollout_reaches_every_replica_and_a_bad_one_changes_none(scorer,
         report = served.served.load_weights(new)
         assert report["ok"] and report["phase"] == "apply"
         assert set(report["replicas"]) == set(_replicas(served.served))
-        assert all(outcome == "ok" for outcome in report["replicas"].values())
+        assert all(outcome == {"state": "ok", "reason": ""}
+                   for outcome in report["replicas"].values())
         stats = _settled(served.served)
         assert {s["version"] for s in stats.values()} == {report["version"]}
 
@@ -288,7 +383,12 @@ def test_weight_rollout_reaches_every_replica_and_a_bad_one_changes_none(scorer,
     with pytest.raises(RolloutError, match=r"validate phase \(no replica changed\).*"
                                            r"'proj.weight' has shape \(17, 16\)") as caught:
         scorer.served.load_weights(bad)
-    assert set(caught.value.report["replicas"]) == set(_replicas(scorer.served))
+    states = caught.value.report["replicas"]
+    assert set(states) == set(_replicas(scorer.served))
+    # The first refusal stops the rollout: the others refused too, or were not asked.
+    assert {s["state"] for s in states.values()} <= {"refused", "not asked"}
+    assert all("'proj.weight' has shape (17, 16)" in s["reason"]
+               for s in states.values() if s["state"] == "refused")
     missing = {k: v + 1 for k, v in scorer.eager.state_dict().items() if k != "head.bias"}
     with pytest.raises(RolloutError, match=r"missing constants \['head.bias'\]"):
         scorer.served.load_weights(missing)
@@ -310,56 +410,160 @@ def test_health_check_runs_the_model_on_the_example_inputs(scorer):
     assert runs_after == runs_before           # health runs are not counted as calls
 
 
-def _call_with_retries(handle, args, kwargs, deadline, attempts=10):
-    """A call retried while its replica is gone (as a client of Serve
-    retries); (result, retries)."""
-    for attempt in range(attempts):
-        try:
-            return handle.remote(*args, **kwargs).result(timeout_s=60), attempt
-        except REPLICA_GONE:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    raise AssertionError(f"no answer after {attempts} attempts")
-
-
-def test_killed_replica_is_restarted_and_no_call_is_lost(scorer):
-    report = scorer.served.load_weights(perturbed_state_dict(scorer.eager, seed=21))
-    before = _settled(scorer.served)
-    victim = max(before.values(), key=lambda s: s["pid"])
-    calls = [scorer_call(rows=1 + i % 4, seed=400 + i) for i in range(150)]
-    answered = []
-    deadline = time.monotonic() + 90
-
-    def call(i):
-        answered.append(i)
-        return _call_with_retries(scorer.handle, *calls[i], deadline)
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(call, i) for i in range(len(calls))]
-        while len(answered) < 20 and time.monotonic() < deadline:
-            time.sleep(0.01)   # calls in flight on both replicas
-        serving = scorer.served.replica_stats()[victim["replica"]]["requests"]
-        os.kill(victim["pid"], signal.SIGKILL)
-        killed_after = len(answered)
-        outcomes = [f.result(timeout=120) for f in futures]
-    assert killed_after < len(calls) - 20, "the calls were over before the kill"
-    assert serving > victim["requests"], "the killed replica was not serving"
-    for (result, _), (args, kwargs) in zip(outcomes, calls):
-        _close(result, scorer.expected(args, kwargs))
-    print(f"killed after {killed_after} calls started; "
-          f"{sum(retries for _, retries in outcomes)} retries")
-
-    # Serve starts a replacement, which loads the weights rolled out last.
-    deadline = time.monotonic() + 90
+def _wait_for_replacement(served, gone_pid, version, timeout=120):
+    """The stats once two replicas report, none of them ``gone_pid``, all on
+    weights ``version`` (bounded)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        after = scorer.served.replica_stats()
-        pids = {s["pid"] for s in after.values()}
-        if len(after) == 2 and victim["pid"] not in pids:
-            break
+        stats = served.replica_stats()
+        if (len(stats) == 2 and gone_pid not in {s["pid"] for s in stats.values()}
+                and {s["version"] for s in stats.values()} == {version}):
+            return stats
         time.sleep(0.5)
-    else:
-        raise AssertionError(f"no replacement replica: {scorer.served.replica_stats()}")
-    assert {s["version"] for s in after.values()} == {report["version"]}
-    args, kwargs = scorer_call(rows=2, seed=22)
-    for result in _results([scorer.handle.remote(*args, **kwargs) for _ in range(8)]):
-        _close(result, scorer.expected(args, kwargs))
+    raise AssertionError(f"no replacement replica on version {version}: "
+                         f"{served.replica_stats()}")
+
+
+KILLS = 5
+
+
+def test_killed_replicas_under_load_lose_no_call(scorer):
+    """SIGKILL of a replica in the middle of 200 concurrent calls, 5 times:
+    every call is answered, once, with its own result (the client sends the
+    calls a dying replica held to the other one)."""
+    report = scorer.served.load_weights(perturbed_state_dict(scorer.eager, seed=21))
+    client = scorer.served.client(scorer.handle, timeout_s=120)
+    for kill in range(KILLS):
+        before = _replicas(scorer.served)
+        victim = before[sorted(before)[kill % 2]]
+        calls = [scorer_call(rows=1 + i % 4, seed=1000 * kill + i) for i in range(200)]
+        answered, lock = [0], threading.Lock()
+
+        def call(i):
+            result = client.call(*calls[i][0], **calls[i][1])
+            with lock:
+                answered[0] += 1
+            return result
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(call, i) for i in range(len(calls))]
+            deadline = time.monotonic() + 60
+            while answered[0] < 20 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            os.kill(victim["pid"], signal.SIGKILL)
+            answered_at_kill = answered[0]
+            outcomes = [f.result(timeout=300) for f in futures]   # any error fails here
+        assert answered_at_kill < len(calls) - 20, "the calls were over before the kill"
+        for result, (args, kwargs) in zip(outcomes, calls):
+            _close(result, scorer.expected(args, kwargs))
+        print(f"kill {kill}: after {answered_at_kill} answers; {client.retries} retries so far")
+        _wait_for_replacement(scorer.served, victim["pid"], report["version"])
+    assert client.retries > 0, "no call was in flight on a killed replica"
+
+
+def test_a_tiny_deadline_gives_only_timeout_errors(llama):
+    """Calls with a deadline too short to be met, while a replica dies: each
+    is answered correctly or raises CallTimeoutError, nothing else."""
+    version = llama.served.committed_version()
+    client = llama.served.client(llama.handle).options(timeout_s=0.02)
+    calls = [LLAMA.call(seed=500 + i, batch=1 + i % 2, seq=4) for i in range(60)]
+    victim = _replicas(llama.served)[sorted(_replicas(llama.served))[0]]
+    responses = [client.remote(*a, **k) for a, k in calls[:30]]
+    os.kill(victim["pid"], signal.SIGKILL)
+    responses += [client.remote(*a, **k) for a, k in calls[30:]]
+    answered = timeouts = 0
+    for response, (args, kwargs) in zip(responses, calls):
+        try:
+            result = response.result()
+        except CallTimeoutError as e:
+            assert "deadline of 0.02 s" in str(e)
+            timeouts += 1
+            continue
+        torch.testing.assert_close(result.logits, llama.expected(args, kwargs).logits)
+        answered += 1
+    assert timeouts > 0 and answered + timeouts == len(calls)
+    print(f"{answered} answered, {timeouts} timed out")
+    _wait_for_replacement(llama.served, victim["pid"], version)
+
+
+def test_a_killed_coordinator_mid_rollout_leaves_one_version_everywhere(scorer):
+    """SIGKILL of the coordinator at different points of a rollout: Ray
+    restarts it, and every replica ends on the committed version: the new
+    weights when the commit happened, the old ones otherwise."""
+    client = scorer.served.client(scorer.handle, timeout_s=60)
+    for delay in (0.0, 0.15, 0.3):
+        old = {k: v.clone() for k, v in scorer.eager.state_dict().items()}
+        new = perturbed_state_dict(scorer.eager, seed=int(delay * 100) + 31)
+        new = {k: v.clone() for k, v in new.items()}
+        pid = scorer.served.coordinator_pid()
+        outcome = []
+
+        def roll():
+            try:
+                outcome.append(scorer.served.load_weights(new, timeout_s=60))
+            except RolloutError as e:
+                outcome.append(e)
+        thread = threading.Thread(target=roll)
+        thread.start()
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=90)
+        assert not thread.is_alive() and outcome, "load_weights did not return"
+        committed = scorer.served.committed_version()
+        if isinstance(outcome[0], RolloutError):
+            report = outcome[0].report
+            if "committed" in report:   # the coordinator died under this call
+                assert report["committed"] == (committed == report["version"])
+            landed = committed == report["version"]
+        else:
+            landed = committed == outcome[0]["version"]
+        stats = _wait_for_replacement(scorer.served, None, committed)
+        assert scorer.served.coordinator_pid() != pid
+        with torch.no_grad():
+            scorer.eager.load_state_dict(new if landed else old)
+        args, kwargs = scorer_call(rows=3, seed=40)
+        for _ in range(2 * len(stats)):
+            _close(client.call(*args, **kwargs), scorer.expected(args, kwargs))
+        print(f"killed {delay} s into the rollout: "
+              f"{'committed' if landed else 'not committed'}, every replica on {committed}")
+
+
+def test_driver_calls_against_a_hung_coordinator_return_by_their_deadline(scorer):
+    """A stopped (SIGSTOP) coordinator: stats and rollouts raise
+    CoordinatorTimeoutError by their deadline; model calls do not need it;
+    the timed-out rollout never commits."""
+    client = scorer.served.client(scorer.handle, timeout_s=60)
+    version = scorer.served.committed_version()
+    pid = scorer.served.coordinator_pid()
+    outcomes = {}
+
+    def attempt(name, call):
+        try:
+            outcomes[name] = call()
+        except Exception as e:  # noqa: BLE001 - checked below
+            outcomes[name] = e
+    calls = {"stats": lambda: scorer.served.replica_stats(timeout_s=1.0),
+             "rollout": lambda: scorer.served.load_weights(
+                 perturbed_state_dict(copy.deepcopy(scorer.eager), seed=51), timeout_s=2.0)}
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        threads = [threading.Thread(target=attempt, args=item) for item in calls.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)   # a hang fails here, not forever
+        assert not any(thread.is_alive() for thread in threads), "a call did not return"
+        args, kwargs = scorer_call(rows=2, seed=52)
+        got = client.call(*args, **kwargs)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for name in calls:
+        assert isinstance(outcomes[name], CoordinatorTimeoutError), (name, outcomes[name])
+        assert isinstance(outcomes[name], TimeoutError)
+    assert "within 1 s" in str(outcomes["stats"])
+    # the timed-out rollout was not committed once the coordinator woke up
+    time.sleep(3)
+    assert scorer.served.committed_version() == version
+    stats = _replicas(scorer.served)
+    assert {s["version"] for s in stats.values()} == {version}
+    assert all(0 <= s["age_s"] < 3 for s in stats.values())
+    _close(got, scorer.expected(args, kwargs))

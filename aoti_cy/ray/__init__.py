@@ -5,19 +5,29 @@
 
     served = aoti_cy.ray.deployment("model.pt2", num_replicas=2, max_batch_size=16)
     handle = serve.run(served.app, name="model", route_prefix="/model")
-    y = handle.remote(x).result()          # tensors or numpy arrays, any call the
+    client = served.client(handle)         # deadlines, retries on replica death
+    y = client.call(x)                     # tensors or numpy arrays, any call the
                                            # exported module takes
     served.load_weights(module.state_dict())   # checked on every replica, then applied
     served.close()                         # after serve.delete("model")
 
 Needs the ``ray`` extra (``pip install aoti_cy[ray]``); ``import aoti_cy``
 never imports Ray. The package travels to the replicas through Ray's object
-store (no shared filesystem); weights rolled out travel the same way.
+store (no shared filesystem); weights rolled out travel the same way. The
+parts that do not need Ray (batching, JSON decoding, the rollout protocol,
+deadlines) live in ``aoti_cy.serving``.
+
+Each deployment has two detached actors in the Ray namespace ``"aoti_cy"``
+(:data:`NAMESPACE`): ``<name>-<12 hex digits>`` (``ServedModel.coordinator_name``),
+which runs rollouts and collects the replicas' stats and is restarted by
+Ray when it dies, and ``<same>-store`` (``ServedModel.store_name``), which
+owns the package and the committed weights.
 """
 
 import io
 import json
 import os
+import time
 import uuid
 import zipfile
 
@@ -28,64 +38,189 @@ except ImportError as e:   # pragma: no cover - depends on the environment
     raise ImportError(f"aoti_cy.ray needs Ray Serve ({e}): pip install 'aoti_cy[ray]' "
                       f"(with torch pinned in the same command)") from e
 
-from aoti_cy.ray._batching import Request
-from aoti_cy.ray._coordinator import Coordinator
-from aoti_cy.ray._replica import ModelReplica
+from aoti_cy.ray import _entry
+from aoti_cy.ray._client import REPLICA_GONE, ModelClient, ModelResponse
+from aoti_cy.ray._coordinator import Coordinator, WeightStore
+from aoti_cy.ray._entry import ReplicaEntry, ShadowedPackageError
+from aoti_cy.serving import _batching, _json  # noqa: F401 - where they used to live
+from aoti_cy.serving._batching import Request
+from aoti_cy.serving._deadline import (DEFAULT_CALL_TIMEOUT_S, DEFAULT_CONTROL_TIMEOUT_S,
+                                       CallTimeoutError, CoordinatorTimeoutError)
 
-__all__ = ["RolloutError", "ServedModel", "deployment"]
+__all__ = ["CallTimeoutError", "CoordinatorTimeoutError", "DEFAULT_CALL_TIMEOUT_S",
+           "DEFAULT_CONTROL_TIMEOUT_S", "ModelClient", "ModelResponse", "NAMESPACE",
+           "REPLICA_GONE", "RolloutError", "ServedModel", "ShadowedPackageError", "deployment"]
 
 NAMESPACE = "aoti_cy"
+
+# The replica's entry class must reach a replica whose ``aoti_cy`` is broken,
+# to say so: by value, not as a reference to a module it cannot import.
+ray.cloudpickle.register_pickle_by_value(_entry)
 
 
 class RolloutError(ValueError):
     """A weight rollout that did not complete; ``report`` says, per replica,
-    what happened. Refused in the ``validate`` phase: no replica changed."""
+    what happened (``{"state", "reason"}``, the state one of ``"ok"``,
+    ``"refused"``, ``"not asked"``, ``"unreachable"``). Refused in the
+    ``validate`` phase: no replica changed."""
 
     def __init__(self, message, report):
         super().__init__(message)
         self.report = report
 
+    def __reduce__(self):
+        return type(self), (str(self), self.report)
+
+
+def _control_call(send, timeout_s, what, retry=True):
+    """``ray.get(send())`` within ``timeout_s``, or :class:`CoordinatorTimeoutError`.
+    With ``retry`` (reads, which are idempotent), a call that finds the actor
+    restarting is sent again until the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ref = send()
+        try:
+            return ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0))
+        except ray.exceptions.GetTimeoutError:
+            _cancel(ref)
+        except ray.exceptions.ActorUnavailableError:
+            if not retry:
+                raise
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+            if time.monotonic() < deadline:
+                continue
+        raise CoordinatorTimeoutError(
+            f"{what} was not answered within {timeout_s:g} s: the deployment's actor is busy, "
+            f"hung or restarting")
+
+
+def _cancel(ref):
+    """Cancel the call behind ``ref`` if Ray still can (best effort: the
+    coordinator itself refuses work past its deadline)."""
+    try:
+        ray.cancel(ref)
+    except Exception:  # noqa: BLE001 - nothing more to do
+        pass
+
 
 class ServedModel:
     """A deployment built by :func:`deployment`: ``app`` to ``serve.run``,
-    and the calls that reach every replica (weights, stats)."""
+    clients with deadlines, and the calls that reach every replica (weights,
+    stats). Every call here has a deadline (``timeout_s``) and raises a
+    ``TimeoutError`` subclass when it passes."""
 
-    def __init__(self, app, deployment, coordinator, coordinator_name):
+    def __init__(self, app, deployment, store, coordinator, names, call_timeout_s):
         self.app = app
         self.deployment = deployment
+        self._store = store
         self._coordinator = coordinator
-        self.coordinator_name = coordinator_name
+        self.store_name, self.coordinator_name = names
+        self.namespace = NAMESPACE
+        self.call_timeout_s = call_timeout_s
+
+    def client(self, handle, *, timeout_s=None):
+        """A :class:`ModelClient` calling through ``handle`` (what
+        ``serve.run(served.app)`` returned): each call has a deadline of
+        ``timeout_s`` seconds (default: the deployment's ``call_timeout_s``),
+        and a call whose replica died is sent again to a live one until
+        then; ``CallTimeoutError`` when it passes."""
+        return ModelClient(handle, self.call_timeout_s if timeout_s is None else timeout_s)
 
     def load_weights(self, state_dict, *, strict=True, timeout_s=120.0):
         """Roll ``state_dict`` out to every replica: each live replica first
         checks it (as ``ModelContainer.load_weights`` would: names, dtypes,
-        shapes, missing and unknown keys); only when all accept is it applied,
-        on each with ``load_weights`` (the safe swap: calls in flight finish on
-        the old weights). Replicas started later load it before serving.
+        shapes, missing and unknown keys); only when all accept is it
+        committed, then applied on each with ``load_weights`` (the safe swap:
+        calls in flight finish on the old weights). Replicas started later
+        load it before serving.
+
+        ``timeout_s`` bounds the whole call (after a coordinator death, up to
+        1 s more to read the committed version); nothing is committed in its
+        last tenth (at most its last second), so a timeout never races a commit.
 
         Returns the report ``{"ok", "version", "phase", "replicas": {replica:
-        "ok" | reason}}``; raises :class:`RolloutError` (carrying it) when a
-        replica refused (nothing changed anywhere) or the rollout timed out."""
-        report = ray.get(self._coordinator.rollout.remote(state_dict, strict, timeout_s))
+        {"state", "reason"}}}``; raises :class:`RolloutError` (carrying it)
+        when a replica refused (nothing changed anywhere), the deadline
+        passed inside the coordinator, or the coordinator died mid-rollout
+        (``report["committed"]`` then says whether the replicas converge on
+        the new weights or stay on the old ones); :class:`CoordinatorTimeoutError`
+        when no answer came in time."""
+        deadline = time.monotonic() + timeout_s
+        version, refs = _control_call(lambda: self._store.stage.remote(state_dict), timeout_s,
+                                      "storing the weights for the rollout", retry=False)
+        del state_dict
+        remaining = deadline - time.monotonic()
+        margin = min(1.0, 0.1 * timeout_s)
+        try:
+            report = _control_call(
+                lambda: self._coordinator.rollout.remote(version, refs, strict,
+                                                         time.time() + remaining - margin),
+                remaining, f"the rollout of version {version}", retry=False)
+        except ray.exceptions.RayActorError as e:
+            committed = self.committed_version(timeout_s=max(1.0, deadline - time.monotonic()))
+            report = {"ok": False, "phase": "unknown", "version": version, "replicas": {},
+                      "committed": committed == version,
+                      "error": f"the coordinator died mid-rollout ({type(e).__name__})"}
+            outcome = ("it had committed them: every replica applies them once the restarted "
+                       "coordinator reaches it" if report["committed"] else
+                       "it had not committed them: no replica changed")
+            raise RolloutError(f"weight rollout of version {version}: the coordinator died; "
+                               f"{outcome}", report) from None
         if not report["ok"]:
-            reasons = "; ".join(f"{r}: {why}" for r, why in report["replicas"].items()
-                                if why != "ok")
+            reasons = "; ".join(f"{r}: {s['state']}" + (f" ({s['reason']})" if s["reason"] else "")
+                                for r, s in report["replicas"].items() if s["state"] != "ok")
             unchanged = " (no replica changed)" if report["phase"] == "validate" else ""
             raise RolloutError(f"weight rollout failed in its {report['phase']} phase"
                                f"{unchanged}: {report.get('error')}; {reasons}", report)
         return report
 
-    def replica_stats(self):
-        """{replica: stats} of the live replicas, as each last reported them
-        (at most a fraction of a second old): requests, model runs, errors,
-        batch sizes ({calls per run: runs}), pid, weights version."""
-        return {r: dict(info["stats"], version=info["version"])
-                for r, info in ray.get(self._coordinator.replicas.remote()).items()}
+    def committed_version(self, *, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
+        """The weights version every replica runs or is about to (0: the
+        package's own)."""
+        version, _, _ = _control_call(self._store.committed.remote, timeout_s,
+                                      "the committed weights version")
+        return version
+
+    def replica_stats(self, *, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
+        """{replica: stats} of the live replicas, as each last reported them:
+        requests, model runs, errors, health checks, batch sizes ({calls per
+        run: runs}), pid, weights ``version``, and ``age_s``, the seconds
+        since that report (replicas report every 0.1 s, so the counts may
+        miss the calls of that last fraction of a second)."""
+        replicas = _control_call(self._coordinator.replicas.remote, timeout_s,
+                                 "the replica stats")
+        return {r: dict(info["stats"], version=info["version"], age_s=info["age_s"])
+                for r, info in replicas.items()}
+
+    def coordinator_pid(self, *, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
+        """The process id of the coordinator actor (to watch or debug it)."""
+        return _control_call(self._coordinator.pid.remote, timeout_s,
+                             "the coordinator's pid")
 
     def close(self):
-        """Free the coordinator (the package and weights it keeps); call it
-        once the application is deleted."""
-        ray.kill(self._coordinator)
+        """Free the coordinator and the store (the package and weights they
+        keep); call it once the application is deleted. It asks Ray to kill
+        both and returns without waiting."""
+        ray.kill(self._coordinator, no_restart=True)
+        ray.kill(self._store, no_restart=True)
+
+
+def _check_workers_import_aoti_cy(runtime_env, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
+    """Raise :class:`ShadowedPackageError` here, in the driver, when a Ray
+    worker of this job (as a replica will be) would import something other
+    than the installed aoti_cy (see ``_entry``)."""
+    task = ray.remote(_entry.check_installed_aoti_cy).options(
+        num_cpus=0, max_retries=0, **({"runtime_env": runtime_env} if runtime_env else {}))
+    ref = task.remote()
+    try:
+        ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        _cancel(ref)   # no worker in time: the replicas make the same check
+    except ray.exceptions.RayTaskError as e:
+        cause = e.as_instanceof_cause()
+        if isinstance(cause, ShadowedPackageError):
+            raise ShadowedPackageError(str(e.cause)) from None
+        raise
 
 
 def _package_device(package, model_name):
@@ -104,7 +239,7 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
                check_inputs=True, cuda_graphs=None, model_name="model",
                max_batch_size=None, max_batch_rows=None, batch_wait_timeout_s=0.01,
                example_inputs=None, imports=(), runtime="aoti_cy", ray_actor_options=None,
-               **deployment_options):
+               call_timeout_s=DEFAULT_CALL_TIMEOUT_S, **deployment_options):
     """A Ray Serve deployment of an AOTInductor package.
 
     - ``package``: a ``.pt2`` path, or its bytes. It is put in Ray's object
@@ -130,6 +265,8 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
     - ``imports``: modules each replica imports before loading: those that
       register the model's custom ops, or its output types with pytree
       (``"transformers.modeling_outputs"`` for its ``ModelOutput``s).
+    - ``call_timeout_s``: the deadline of a call through ``served.client(...)``
+      (retries included) unless the client or call sets another.
     - ``runtime="torch"`` runs the package with ``torch._inductor.aoti_load_package``
       instead (for comparisons; no weight rollout, no JSON route).
 
@@ -163,16 +300,24 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
                 "max_batch_size": max_batch_size, "max_batch_rows": max_batch_rows,
                 "batch_wait_timeout_s": batch_wait_timeout_s, "example": example_inputs,
                 "runtime": runtime, "imports": tuple(imports)}
+    if not call_timeout_s > 0:
+        raise ValueError(f"call_timeout_s must be > 0, got {call_timeout_s!r}")
+    _check_workers_import_aoti_cy(options.get("runtime_env"))
     coordinator_name = f"{name}-{uuid.uuid4().hex[:12]}"
+    store_name = f"{coordinator_name}-store"
     # Detached: replicas outlive the driver, and so must the package they load.
+    store = ray.remote(WeightStore).options(
+        name=store_name, namespace=NAMESPACE, lifetime="detached", num_cpus=0,
+        max_concurrency=16).remote(ray.put(bytes(package)))
     coordinator = ray.remote(Coordinator).options(
         name=coordinator_name, namespace=NAMESPACE, lifetime="detached", num_cpus=0,
-        max_concurrency=64).remote(ray.put(bytes(package)))
+        max_concurrency=64, max_restarts=-1).remote(store)
     if max_batch_size and max_batch_size > 1:
         # Enough calls in a replica at once to fill its batches.
         deployment_options.setdefault("max_ongoing_requests",
                                       max(5, 2 * max_batch_size * num_models))
-    built = serve.deployment(ModelReplica, name=name, num_replicas=num_replicas,
+    built = serve.deployment(ReplicaEntry, name=name, num_replicas=num_replicas,
                              ray_actor_options=options, **deployment_options)
-    app = built.bind((coordinator_name, NAMESPACE), settings)
-    return ServedModel(app, built, coordinator, coordinator_name)
+    app = built.bind((store_name, coordinator_name, NAMESPACE), settings)
+    return ServedModel(app, built, store, coordinator, (store_name, coordinator_name),
+                       float(call_timeout_s))

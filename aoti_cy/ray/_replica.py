@@ -1,12 +1,14 @@
 """One Serve replica: loads the package from Ray's object store and runs it.
 
-The package bytes come from the deployment's coordinator (see
+The package bytes come from the deployment's weight store (see
 ``_coordinator``), are written to a private temporary file, loaded, and the
 file is deleted (the loader keeps its own extracted copy). Calls come in
 through a handle (tensors, numpy arrays, any call the exported module
 takes) or over HTTP as JSON; with batching on, concurrent calls are merged
-along dim 0 (``_batching``). A thread polls the coordinator: heartbeat,
-stats, and the two phases of a weight rollout.
+along dim 0 (``aoti_cy.serving._batching``). A thread polls the
+coordinator: heartbeat, stats, and the two phases of a weight rollout.
+Serve builds it through ``_entry.ReplicaEntry``, which first checks that
+``aoti_cy`` is the installed package.
 """
 
 import asyncio
@@ -24,8 +26,8 @@ import torch.utils._pytree as pytree
 from ray import serve
 from ray.serve import metrics
 
-from aoti_cy.ray import _batching, _json
-from aoti_cy.ray._coordinator import POLL_S
+from aoti_cy.serving import _batching, _json
+from aoti_cy.serving._rollout import POLL_S
 
 __all__ = ["ModelReplica"]
 
@@ -70,17 +72,19 @@ def _load_package(data, settings):
 class ModelReplica:
     """The body of the deployment ``aoti_cy.ray.deployment`` builds."""
 
-    def __init__(self, coordinator, settings):
+    def __init__(self, actors, settings):
+        store_name, coordinator_name, namespace = actors
         self._settings = settings
-        self._coordinator = ray.get_actor(*coordinator)
+        store = ray.get_actor(store_name, namespace=namespace)
+        self._coordinator = ray.get_actor(coordinator_name, namespace=namespace)
         self.replica = serve.get_replica_context().replica_tag
         self._device = torch.device(settings["device"] or "cpu")
         started = time.perf_counter()
-        (package_ref,) = ray.get(self._coordinator.package.remote())
+        (package_ref,) = ray.get(store.package.remote())
         self._model = _load_package(ray.get(package_ref), settings)
         self._aoti = settings["runtime"] != "torch"
         self.version, self._apply_failed = 0, None
-        version, refs, strict = ray.get(self._coordinator.committed.remote())
+        version, refs, strict = ray.get(store.committed.remote())
         if refs:   # a rollout happened before this replica started
             self._apply(version, ray.get(refs[0]), strict)
         self._example = settings["example"]

@@ -6,7 +6,7 @@ the call structure, each tensor's dtype and sizes past dim 0, and the values
 of non-tensor arguments. A request that fits no other (or cannot be batched
 at all: a 0-d tensor, tensors whose dim 0 sizes differ or are 0) runs alone, so a bad
 request meets the model's own input checks alone and never poisons a batch.
-No Ray here: the replica calls these on plain tensors.
+No Ray here: a replica calls these on plain tensors.
 """
 
 import numpy as np

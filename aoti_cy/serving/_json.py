@@ -4,18 +4,20 @@ call the exported module takes, and outputs back into JSON.
 A request body is ``{"args": [...], "kwargs": {...}}`` (either may be left
 out), or a bare list (the positional arguments). The structure follows the
 model's input spec: a tuple or list in the spec takes a JSON list, a dict a
-JSON object with the same keys; at a leaf, a list or number becomes a tensor
-of the dtype the model takes there (known from the example inputs; without
-them torch's default for the values), and a bool, string or null is passed
-as it is (non-tensor arguments fixed at export, e.g. ``return_dict``).
+JSON object with the same keys. At a leaf where the model takes a tensor
+(known from the example inputs), the value must fit that tensor's dtype
+exactly (``_json_values``: nothing is converted); without example inputs a
+list or number becomes a tensor of the dtype its values pick, and a bool,
+string or null is passed as it is (non-tensor arguments fixed at export,
+e.g. ``return_dict``).
 """
-
-import numbers
 
 import torch
 import torch.utils._pytree as pytree
 
-__all__ = ["call_from_json", "leaf_dtypes", "to_json"]
+from aoti_cy.serving._json_values import JSONInputError, tensor_from_json
+
+__all__ = ["JSONInputError", "call_from_json", "leaf_dtypes", "to_json"]
 
 
 def _walk(spec, value, leaf, where="input"):
@@ -81,7 +83,9 @@ def leaf_dtypes(in_spec, example):
 
 def call_from_json(in_spec, body, dtypes=None):
     """(args, kwargs) for the model from a decoded JSON body; ``dtypes`` as
-    :func:`leaf_dtypes` gives them."""
+    :func:`leaf_dtypes` gives them. Raises ``TypeError`` for a body that does
+    not follow the input spec and :class:`JSONInputError` (a ``ValueError``)
+    for a value its input cannot hold exactly, both naming the input."""
     if isinstance(body, list):
         body = {"args": body}
     if not isinstance(body, dict) or set(body) - {"args", "kwargs"}:
@@ -91,12 +95,10 @@ def call_from_json(in_spec, body, dtypes=None):
     spec = _args_kwargs(in_spec, kwargs)
 
     def tensor(value, where):
-        if isinstance(value, (list, numbers.Number)) and not isinstance(value, bool):
-            dtype = (dtypes or {}).get(where)
-            try:
-                return torch.tensor(value, dtype=dtype)
-            except (TypeError, ValueError, RuntimeError) as e:
-                raise TypeError(f"{where}: not a tensor ({e})") from None
+        if dtypes and where in dtypes:
+            return tensor_from_json(value, dtypes[where], where)
+        if not dtypes and isinstance(value, (list, int, float)) and not isinstance(value, bool):
+            return tensor_from_json(value, None, where)
         return value
     return _walk(spec, [args, kwargs], tensor, "body")
 
