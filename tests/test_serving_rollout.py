@@ -213,7 +213,7 @@ def test_a_call_whose_replica_died_is_answered_once_by_another():
         assert retried and all("replica 0 died" in why for why in retried)
         # a bad input is the model's answer, not a dead replica: raised at once
         bad_args, bad_kwargs = scorer_call(rows=2, seed=1, dtype=torch.float64)
-        with pytest.raises(ValueError, match="unmatched dtype"):
+        with pytest.raises(ValueError, match="has dtype torch."):
             call_with_retries(submitter(bad_args, bad_kwargs), _wait,
                               lambda e: isinstance(e, ReplicaDied), 10)
     finally:
