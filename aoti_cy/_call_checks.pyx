@@ -22,8 +22,7 @@ import torch
 from aoti_cy.includes.abi cimport AtenTensorHandle, InputCheckFn
 from aoti_cy.includes.input_guards cimport (
     AotiCyInputGuards, AotiCyShapeContract, aoti_cy_check_inputs,
-    aoti_cy_input_guards_free, aoti_cy_input_guards_new, aoti_cy_shape_contract_free,
-    aoti_cy_shape_contract_new)
+    aoti_cy_input_guards_free, aoti_cy_input_guards_new, aoti_cy_shape_contract_new)
 from aoti_cy._library cimport ModelLibrary
 
 from aoti_cy import _shape_contract, _spec_tree
@@ -79,7 +78,7 @@ def input_labels(tuple names, object call_spec_text):
         for path, index in leaves:
             if 0 <= index < len(names):
                 paths[index] = path
-    return tuple(f"input {i} ({paths[i] or names[i]!r})" for i in range(len(names)))
+    return tuple([f"input {i} ({paths[i] or names[i]!r})" for i in range(len(names))])
 
 
 def shape_contract_of(ModelLibrary library, size_t num_inputs):

@@ -13,6 +13,7 @@ private copy with the request cleared; ``path`` stays the caller's file,
 ``loaded_path`` is the copy.
 """
 
+import atexit
 import os
 import threading
 import weakref
@@ -297,29 +298,35 @@ _identities = weakref.WeakKeyDictionary()
 _libraries_lock = threading.Lock()
 
 
-def _open_new(path, flags, keep):
+# The private copies made of libraries that ask for an executable stack,
+# by the source file's identity, for the life of the process: a model
+# library is rarely unloaded by dlclose (its C++ unique symbols pin it), so
+# a fresh copy per load would map one more library each time, while the
+# same copy is matched by dlopen to the library already mapped.
+_copies = {}
+
+
+def _open_new(path, flags, keep, identity):
     """A new ModelLibrary for ``path``, from a private copy without the
     executable-stack request where it has one and ``keep`` is false."""
     if keep or not asks_for_executable_stack(flags):
         return ModelLibrary(path)
-    copy, folder = private_library_copy(path)
-    try:
-        library = ModelLibrary(path, copy)
-    except BaseException:
-        _remove_private_dir(folder, os.getpid())
-        raise
-    # The folder goes with the library (dlclose first does not matter: a
-    # removed file stays mapped until it is unmapped).
-    weakref.finalize(library, _remove_private_dir, folder, os.getpid())
-    return library
+    key = (path, identity)
+    if key not in _copies:
+        copy, folder = private_library_copy(path)
+        # Removed at exit (a removed file would stay mapped; the folder
+        # would not show, but the disk space would stay taken until exit).
+        atexit.register(_remove_private_dir, folder, os.getpid())
+        _copies[key] = copy
+    return ModelLibrary(path, _copies[key])
 
 
 def open_library(path, *, allow_executable_stack=False):
     """The ModelLibrary for the model `.so` at ``path``, opened once per file.
 
     A library that asks for an executable stack is loaded from a private
-    copy with the request cleared (one copy per file while it is loaded,
-    removed when the library is), unless ``allow_executable_stack``: then
+    copy with the request cleared (one copy per version of the file, kept
+    until the process exits), unless ``allow_executable_stack``: then
     the file itself is loaded, and the process stack becomes executable.
     """
     path = os.path.realpath(os.fspath(path))
@@ -335,7 +342,7 @@ def open_library(path, *, allow_executable_stack=False):
         key = (path, keep)
         library = _libraries.get(key)
         if library is None:
-            library = _open_new(path, flags, keep)
+            library = _open_new(path, flags, keep, identity)
             _libraries[key] = library
             _identities[library] = identity
         elif _identities.get(library) != identity:

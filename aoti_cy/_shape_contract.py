@@ -339,9 +339,7 @@ class ShapeContract:
         for b in self.bindings:
             name = self.symbols[b.symbol]
             if b.kind == FROM_SYMBOL:
-                source = values[self.symbols[b.input]]
-                values[name] = (b.p * source + b.q) // b.d
-                continue
+                continue    # an alias: the sizes name the symbol it copies
             low, high = self.ranges[b.symbol]
             low = max(low, 2)
             high = high if high is not None else low + 64
@@ -595,27 +593,28 @@ def _inferred_spec(contract, index, check):
 
 
 def _tie_by_bounds(contract, ranges, low, high):
-    """``a*s + b`` for the one bound symbol ``s`` whose range maps onto
-    ``[low, high]``, or None when none or several could."""
+    """``a*s + b`` for the bound symbol ``s`` whose range maps onto
+    ``[low, high]``: the one symbol with exactly those bounds (ties are
+    mostly plain equalities), else the one linear map; None when none or
+    several could."""
+    equal = [slot for slot, bounds in ranges.items() if bounds == (low, high)]
+    if len(equal) == 1:
+        return ("name", contract.symbols[equal[0]])
+    if equal:
+        return None
     found = []
     for slot, (s_low, s_high) in ranges.items():
-        if (high is None) != (s_high is None):
+        if high is None or s_high is None or s_high == s_low:
             continue
-        if high is None or s_high == s_low:
-            a = 1
-        else:
-            a, rest = divmod(high - low, s_high - s_low)
-            if rest or a < 1:
-                continue
+        a, rest = divmod(high - low, s_high - s_low)
         b = low - a * s_low
-        if high is not None and a * s_high + b != high:
-            continue
-        found.append((slot, a, b))
+        if rest == 0 and a >= 1 and (a, b) != (1, 0):
+            found.append((slot, a, b))
     if len(found) != 1:
         return None
     slot, a, b = found[0]
-    name = contract.symbols[slot]
-    tree = ("name", name) if a == 1 else ("*", ("num", a), ("name", name))
+    name = ("name", contract.symbols[slot])
+    tree = name if a == 1 else ("*", ("num", a), name)
     return tree if b == 0 else ("+", ("num", b), tree)
 
 

@@ -1140,7 +1140,7 @@ cdef object _describe_from_probe(Model self, object artifact, object constants,
     cdef ModelContainer probe = ModelContainer(
         artifact.library_path, device="cpu", check_inputs=False,
         allow_executable_stack=allow_executable_stack)
-    values = None
+    values = call_spec_text = None
     with probe:
         artifact.load_weights_into(probe)
         self.library = probe.library

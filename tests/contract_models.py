@@ -133,7 +133,8 @@ class TextModel:
         return self.make(torch.Generator().manual_seed(seed), **sizes)
 
     def package(self, device="cpu"):
-        return compile_package(self.model_cls, (), kwargs=self.call(), device=device,
+        kwargs = {name: value.to(device) for name, value in self.call().items()}
+        return compile_package(self.model_cls, (), kwargs=kwargs, device=device,
                                init_args=(self.config,), dynamic_shapes=self.dynamic_shapes)
 
     def eager(self, device="cpu"):

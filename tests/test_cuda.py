@@ -58,7 +58,7 @@ def test_cuda_inputs_are_checked(cuda_package):
         assert model.check_inputs
         good = EXAMPLES["multi_io"].inputs("cuda")
         for bad, message in [
-                (good[1][:2], "dim value at 0, expected: 4, but got: 2"),
+                (good[1][:2], "dim 0 is 2, the model expects 4"),
                 (good[1].double(), "dtype"),
                 # the first call learns the rank: "fewer" until then
                 (good[1].unsqueeze(-1), "has 3 dimensions, the model expects (fewer|2)"),

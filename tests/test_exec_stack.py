@@ -178,7 +178,10 @@ def test_bare_library_is_copied_never_written(bare_library):
     assert result["loaded"] != result["path"]
     assert result["folders_while_loaded"] == [copy_folder]
     assert os.path.basename(copy_folder).startswith("aoti_cy-")
-    assert result["folders_after_release"] == []
+    # The copy stays for the process (a later load maps the same library
+    # again instead of one more) and goes when it exits.
+    assert result["folders_after_release"] == [copy_folder]
+    assert not os.path.exists(copy_folder)
     assert file_hash(bare_library) == before
     assert aoti_tempdirs() == set()
 
@@ -208,7 +211,9 @@ def test_unpacked_package_folder_is_copied_never_written(bare_library, example):
     model.close()
     del model
     gc.collect()
-    assert aoti_tempdirs() == set()
+    again = aoti_cy.load(os.path.dirname(os.path.dirname(os.path.dirname(folder))))
+    assert len(aoti_tempdirs()) == 1           # the same copy, kept for the process
+    again.close()
     assert file_hash(bare_library) == before
 
 
@@ -380,4 +385,5 @@ def test_inspect_reports_the_stack_request(mlp_package, bare_library):
         assert model["inputs"][0]["dtype"] == "float32"   # wrapper source still found
         assert ("stack     executable (RWE) in the file; loaded with a non-executable stack"
                 in format_report(report))
-    assert aoti_tempdirs() == set()
+    # Only the private copy of the bare library, kept for the process.
+    assert len(aoti_tempdirs()) <= 1

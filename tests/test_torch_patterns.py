@@ -563,8 +563,10 @@ def test_check_inputs_false_runs_what_torch_runs_unchecked(unbacked_package):
     a, b, c = torch.ones(6), torch.ones(4), torch.ones(6, 4)
     longer_a, other_b = torch.ones(8), torch.ones(3)
     fewer_nonzero = torch.tensor([1.0, 1, 1, 1, 1, 0])
-    too_many = r"Expected u\d+ <= 6 but received 8"
-    unequal = r"Expected Eq\(u\d+, s\d+\)"
+    # Before torch 2.13 the model's message reaches stderr only.
+    newer = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 13)
+    too_many = r"Expected u\d+ <= 6 but received 8" if newer else None
+    unequal = r"Expected Eq\(u\d+, s\d+\)" if newer else None
     with pytest.raises(RuntimeError, match=too_many):
         theirs.run([longer_a, b, c])
     with pytest.raises(RuntimeError, match=unequal):
