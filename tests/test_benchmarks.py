@@ -46,3 +46,15 @@ def test_bench_threads_reports(package):
                                "--repeats", 1).strip().splitlines()[-1])
     for key in ("aoti_cy_num_models_1", "aoti_cy_num_models_2"):
         assert report[key]["speedup"] > 0, report
+
+
+def test_bench_input_checks_reports(tmp_path, package):
+    package("add_one")
+    out = tmp_path / "checks.json"
+    script("bench_input_checks.py", "--models", "add_one,tied_pair", "--calls", 20,
+           "--repeats", 1, "--json", out)
+    report = json.loads(out.read_text())
+    for name in ("add_one", "tied_pair"):
+        row = report["results"][name]
+        assert row["checked_us"] > 0 and row["unchecked_us"] > 0
+    assert report["meta"]["torch"]

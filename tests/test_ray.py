@@ -11,6 +11,7 @@ import copy
 import importlib.machinery
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -331,7 +332,9 @@ def test_bad_requests_are_rejected_alone_in_a_batch(scorer):
     bad = {"dtype": scorer_call(rows=2, seed=1, dtype=torch.float64),
            "width": ((torch.randn(2, WIDTH + 1),), {"bias": torch.randn(2, WIDTH + 1)}),
            "too many rows": scorer_call(rows=65, seed=2),
-           "empty": scorer_call(rows=0, seed=3)}
+           "empty": scorer_call(rows=0, seed=3),
+           # x and bias share the exported batch dim: 2 rows against 3
+           "rows disagree": ((torch.randn(2, WIDTH),), {"bias": torch.randn(3, WIDTH)})}
     _, runs_before, sizes_before = _totals(_settled(scorer.served))
     calls = good[:4] + list(bad.values()) + good[4:]
     responses = [scorer.handle.remote(*a, **k) for a, k in calls]
@@ -341,13 +344,16 @@ def test_bad_requests_are_rejected_alone_in_a_batch(scorer):
             outcomes.append(response.result(timeout_s=60))
         except ValueError as e:
             outcomes.append(e)
-    for result, (args, kwargs) in zip(outcomes[:4] + outcomes[8:], good):
+    first_good = 4 + len(bad)
+    for result, (args, kwargs) in zip(outcomes[:4] + outcomes[first_good:], good):
         assert not isinstance(result, Exception), result
         _close(result, scorer.expected(args, kwargs))
-    for reason, error in zip(bad, outcomes[4:8]):
+    for reason, error in zip(bad, outcomes[4:first_good]):
         assert isinstance(error, ValueError), (reason, error)
         assert "does not fit the model" in str(error), (reason, error)
     assert "has dtype torch." in str(outcomes[4])
+    assert re.search(r"\('bias'\) does not fit the model: dim 0 is 3, but input 0 "
+                     r"\('args\[0\]'\) dim 0 is 2: both are", str(outcomes[first_good - 1]))
     # Through a client: the model's refusal is raised at once, never retried.
     client = scorer.served.client(scorer.handle, timeout_s=60)
     with pytest.raises(ValueError, match="has dtype torch."):
