@@ -11,6 +11,11 @@ throws shape combinations at them. For each:
   inductor's specialised minimum of 2), which must then match eager;
 - aoti_cy never refuses what torch's checked loader runs.
 
+Where the source holds no shape assertions (torch before 2.13), torch's
+loader checks each input alone, so the comparison with it is one-way, and
+dims whose bounds several symbols share are checked against their bounds
+only (the documented gap).
+
 ``AOTI_CY_FUZZ_EXAMPLES`` sets the number of examples per structure.
 """
 
@@ -145,18 +150,21 @@ def test_contract_agrees_with_torchs_checks_and_the_export(compiled, data):
         theirs_got, theirs_refused = _runs(theirs.loader.run, inputs)
     if allowed is not None:
         assert refused is None, (shapes, refused)
+    if refused is None and allowed is None:
+        # Only where the source does not say which symbol a dim shares (no
+        # assertions, several symbols with its bounds): a documented gap.
+        assert not asserted, shapes
+        return
     if refused is None:
-        # Runs only what the export allows (where the source says which dims
-        # are tied: without assertions, dims whose bounds several symbols
-        # share keep their bounds only)...
-        assert allowed is not None or not asserted, shapes
         for out, want in zip(got, _eager(inputs)):
             torch.testing.assert_close(out, want)
-        # ...and beyond torch's checked loader only at a symbol of 1.
-        if theirs_refused is not None and allowed is not None:
+        # Beyond torch's checked loader only at a symbol of 1.
+        if theirs_refused is not None:
             assert 1 in allowed.values(), (shapes, theirs_refused)
     else:
-        assert theirs_refused is not None, (shapes, refused)
-        assert "input" in str(refused)
-    if theirs_refused is None:
+        assert "does not fit the model" in str(refused)
+        if asserted:
+            assert theirs_refused is not None, (shapes, refused)
+    if theirs_refused is None and asserted:
+        # Without assertions torch's loader checks less than the export says.
         assert refused is None, (shapes, refused)
