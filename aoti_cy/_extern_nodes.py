@@ -34,7 +34,7 @@ INT64 = (-(1 << 63), (1 << 63) - 1)
 # How torch's serializer writes floats JSON has no numbers for.
 SPECIAL_FLOATS = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
 
-# Argument kinds that name torchbind objects: refused (see README).
+# Argument kinds that name torchbind objects: refused (see docs/fallback-ops.md).
 TORCHBIND_KINDS = ("as_custom_obj",)
 
 

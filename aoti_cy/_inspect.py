@@ -284,7 +284,7 @@ def _dim_json(entry):
         return entry["size"]
     low = entry["min"]
     # inductor's check puts the lower bound of a dynamic dim at 2; aoti_cy
-    # runs 1 too (README: Input checks)
+    # runs 1 too (docs/input-checks.md)
     found = {"symbol": entry["symbol"], "min": 1 if low == 2 else low, "max": entry["max"]}
     if entry.get("candidates"):
         found["one_of"] = entry["candidates"]

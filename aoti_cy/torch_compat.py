@@ -53,17 +53,47 @@ logger = logging.getLogger(__name__)
 
 class AOTIModelPackageLoader:
     """``torch._C._aoti.AOTIModelPackageLoader``'s interface over an aoti_cy
-    container: ``AOTIModelPackageLoader(model_package_path, model_name="model",
-    run_single_threaded=False, num_runners=1, device_index=-1, *,
-    check_inputs=None, allow_executable_stack=False)``.
+    container.
 
-    ``num_runners`` model instances run at once; ``run_single_threaded`` runs
-    without the container's locking (one thread at a time, CUDA graphs);
-    ``device_index`` picks the GPU of a CUDA model (-1: the current one).
-    ``check_inputs`` None means ``AOTI_CY_CHECK_INPUTS`` (default on);
-    ``allow_executable_stack`` is as for :func:`aoti_cy.load`.
-    ``container`` is the aoti_cy :class:`~aoti_cy.ModelContainer` for what
-    torch's loader does not offer (``load_weights``, ``close``, ...).
+    ``container`` is the aoti_cy :class:`~aoti_cy.ModelContainer` behind it,
+    for what torch's loader does not offer (``load_weights``, ``close``, ...).
+
+    Parameters
+    ----------
+    model_package_path : str or os.PathLike
+        A ``.pt2`` package (also an extracted package folder or a model
+        ``.so``).
+    model_name : str
+        Which model of the package to load.
+    run_single_threaded : bool
+        Run without the container's locking (one thread at a time, as CUDA
+        graphs need); needs ``num_runners=1``.
+    num_runners : int
+        How many model instances may run at once (at least 1).
+    device_index : int
+        The GPU of a CUDA model; -1 (or 0) for the current one.
+    check_inputs : bool or None
+        Check every run's inputs; None means ``AOTI_CY_CHECK_INPUTS``
+        (default on).
+    allow_executable_stack : bool
+        Load a library that asks for an executable stack as it is (see
+        :func:`aoti_cy.load`).
+
+    Raises
+    ------
+    TypeError
+        ``num_runners`` or ``device_index`` is not an int.
+    aoti_cy.errors.ArgumentRuntimeError
+        ``num_runners`` is below 1, or above 1 with ``run_single_threaded``,
+        or ``device_index`` does not fit the model's device.
+    aoti_cy.errors.PackageNotFoundRuntimeError
+        No file at ``model_package_path``.
+    aoti_cy.errors.ModelNotFoundError
+        The package holds no model named ``model_name``.
+    aoti_cy.errors.PackageRuntimeError
+        The package cannot be loaded (corrupt, unsafe, not a model).
+    aoti_cy.errors.MissingSymbolError
+        ``run_single_threaded`` and the model lacks that entry point.
     """
 
     # A patch sets this on the class it installs (None: AOTI_CY_CHECK_INPUTS).
@@ -115,7 +145,26 @@ class AOTIModelPackageLoader:
     # ---- running ------------------------------------------------------------
 
     def run(self, inputs, stream_handle=None):
-        """Run on a sequence of tensors; return a list of tensors."""
+        """Run the model on a flat list of its inputs.
+
+        Parameters
+        ----------
+        inputs : sequence of torch.Tensor
+            One tensor (or numpy array) per model input, in order.
+        stream_handle : int, torch.cuda.Stream, PyCapsule or None
+            The CUDA stream to run on (None: the current one).
+
+        Returns
+        -------
+        list of torch.Tensor
+            The model's outputs, flat.
+
+        Raises
+        ------
+        aoti_cy.errors.ArgumentRuntimeError
+            The inputs do not fit the model (count, dtype, shape, stride,
+            device); the message starts with torch's.
+        """
         container = self._container
         stream = None if stream_handle is None else stream_pointer(stream_handle)
         try:
@@ -127,7 +176,27 @@ class AOTIModelPackageLoader:
 
     def boxed_run(self, inputs, stream_handle=None):
         """Like :meth:`run`, for a list the call takes over: it is emptied
-        (as torch's does, so the caller holds no references to the inputs)."""
+        (as torch's does, so the caller holds no references to the inputs).
+
+        Parameters
+        ----------
+        inputs : list of torch.Tensor
+            One tensor (or numpy array) per model input; emptied.
+        stream_handle : int, torch.cuda.Stream, PyCapsule or None
+            The CUDA stream to run on (None: the current one).
+
+        Returns
+        -------
+        list of torch.Tensor
+            The model's outputs, flat.
+
+        Raises
+        ------
+        TypeError
+            ``inputs`` is not a list of tensors (the list is left as it was).
+        aoti_cy.errors.ArgumentRuntimeError
+            The inputs do not fit the model.
+        """
         if not isinstance(inputs, list):
             raise TypeError(f"boxed_run takes a list of tensors, got {type(inputs).__name__}")
         for i, item in enumerate(inputs):
@@ -152,34 +221,102 @@ class AOTIModelPackageLoader:
     # ---- description --------------------------------------------------------
 
     def get_call_spec(self):
-        """``[in_spec, out_spec]``: the serialized pytree specs."""
+        """The serialized pytree specs of the exported call.
+
+        Returns
+        -------
+        list of str
+            ``[in_spec, out_spec]``, as JSON strings.
+        """
         return list(self._container.call_spec)
 
     def get_metadata(self):
-        """The package's metadata for this model (``AOTI_DEVICE_KEY``, ...)."""
+        """The package's metadata for this model.
+
+        Returns
+        -------
+        dict of str to str
+            ``AOTI_DEVICE_KEY`` and the other entries the package records
+            (``{}`` for a bare ``.so``).
+        """
         return dict(self._container.metadata)
 
     def get_constant_fqns(self):
-        """The original FQN of every constant of the model."""
+        """The original FQNs of the model's constants.
+
+        Returns
+        -------
+        list of str
+            One fully qualified name (``"fc1.weight"``) per constant.
+        """
         return list(self._container.constant_fqns)
 
     def get_custom_objs(self):
-        """Torchbind objects of the model: none (aoti_cy refuses such models)."""
+        """The model's torchbind objects.
+
+        Returns
+        -------
+        dict
+            Always ``{}``: aoti_cy refuses models with torchbind objects at
+            load.
+        """
         return {}
 
     @staticmethod
     def load_metadata_from_package(model_package_path, model_name):
-        """A model's metadata, read from the package without loading it."""
+        """A model's metadata, read from the package without loading it.
+
+        Parameters
+        ----------
+        model_package_path : str or os.PathLike
+            The ``.pt2`` package.
+        model_name : str
+            Which model of the package.
+
+        Returns
+        -------
+        dict of str to str
+            The model's metadata, as :meth:`get_metadata` gives it.
+
+        Raises
+        ------
+        aoti_cy.errors.PackageNotFoundRuntimeError
+            No file at ``model_package_path``.
+        aoti_cy.errors.ModelNotFoundError
+            The package has no metadata for ``model_name``.
+        aoti_cy.errors.PackageRuntimeError
+            The file is not a readable package.
+        """
         return _metadata_in_package(model_package_path, model_name)
 
     # ---- constants ----------------------------------------------------------
 
     def load_constants(self, constants_map, use_inactive, check_full_update,
                        user_managed=False, allow_h2d_copy=False):
-        """Set constants by original FQN (see ``get_constant_fqns``), copied
-        into the model's buffer unless ``user_managed``. ``check_full_update``
-        demands every constant; CPU tensors for a GPU model need
-        ``allow_h2d_copy``, which ``user_managed`` excludes."""
+        """Set constants by original FQN (see :meth:`get_constant_fqns`).
+
+        Parameters
+        ----------
+        constants_map : dict of str to torch.Tensor
+            FQN to the new value.
+        use_inactive : bool
+            Write the inactive buffer (then :meth:`swap_constant_buffer`)
+            instead of the active one.
+        check_full_update : bool
+            Demand a value for every constant.
+        user_managed : bool
+            Use the given tensors in place instead of copying them (keep
+            them alive while the model may run).
+        allow_h2d_copy : bool
+            Copy CPU tensors to a GPU model; not with ``user_managed``.
+
+        Raises
+        ------
+        aoti_cy.errors.ArgumentRuntimeError
+            An unknown FQN, CPU tensors for a GPU model without
+            ``allow_h2d_copy``, ``allow_h2d_copy`` with ``user_managed``, or
+            a value that does not fit its constant; nothing is changed.
+        """
         fqns = self._container.constant_fqns
         unknown = sorted(str(k) for k in constants_map if k not in fqns)
         if unknown:
@@ -203,8 +340,26 @@ class AOTIModelPackageLoader:
 
     def update_constant_buffer(self, tensor_map, use_inactive, validate_full_updates,
                                user_managed=False):
-        """Set constants by internal name (or FQN): see
-        :meth:`aoti_cy.ModelContainer.update_constant_buffer`."""
+        """Set constants by internal name (or FQN), as
+        :meth:`aoti_cy.ModelContainer.update_constant_buffer` does.
+
+        Parameters
+        ----------
+        tensor_map : dict of str to torch.Tensor
+            Constant name (or FQN) to the new value.
+        use_inactive : bool
+            Write the inactive buffer instead of the active one.
+        validate_full_updates : bool
+            Demand a value for every constant.
+        user_managed : bool
+            Use the given tensors in place instead of copying them.
+
+        Raises
+        ------
+        aoti_cy.errors.ArgumentRuntimeError
+            An unknown name, or a value that does not fit (dtype, shape,
+            device); nothing is changed.
+        """
         try:
             self._container.update_constant_buffer(
                 tensor_map, use_inactive=bool(use_inactive),
@@ -214,7 +369,18 @@ class AOTIModelPackageLoader:
             raise as_runtime_error(e) from None
 
     def extract_constants_map(self, use_inactive=False):
-        """FQN -> a copy of each constant that is not folded."""
+        """Copies of the model's constants.
+
+        Parameters
+        ----------
+        use_inactive : bool
+            Read the inactive buffer instead of the active one.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            FQN to a copy of each constant that is not folded.
+        """
         return self._container.extract_constants_map(use_inactive=bool(use_inactive))
 
     def swap_constant_buffer(self):
@@ -237,18 +403,47 @@ class AOTICompiledModel:
         return self.loader._call_model(args, kwargs)
 
     def get_metadata(self):
+        """The package's metadata for this model.
+
+        Returns
+        -------
+        dict of str to str
+            As :meth:`AOTIModelPackageLoader.get_metadata`.
+        """
         return self.loader.get_metadata()
 
     def load_constants(self, constants_map, *, check_full_update, user_managed=False,
                        allow_h2d_copy=False):
-        """Load constants by FQN into the model (see ``get_constant_fqns``):
-        ``check_full_update`` demands every constant; ``user_managed`` uses the
-        given tensors in place (keep them alive); ``allow_h2d_copy`` copies CPU
-        tensors to a GPU model."""
+        """Load constants by FQN into the model (see :meth:`get_constant_fqns`).
+
+        Parameters
+        ----------
+        constants_map : dict of str to torch.Tensor
+            FQN to the new value.
+        check_full_update : bool
+            Demand a value for every constant.
+        user_managed : bool
+            Use the given tensors in place (keep them alive).
+        allow_h2d_copy : bool
+            Copy CPU tensors to a GPU model.
+
+        Raises
+        ------
+        aoti_cy.errors.ArgumentRuntimeError
+            As :meth:`AOTIModelPackageLoader.load_constants`; nothing is
+            changed.
+        """
         self.loader.load_constants(constants_map, False, check_full_update, user_managed,
                                    allow_h2d_copy)
 
     def get_constant_fqns(self):
+        """The original FQNs of the model's constants.
+
+        Returns
+        -------
+        list of str
+            One fully qualified name per constant.
+        """
         return self.loader.get_constant_fqns()
 
     def __deepcopy__(self, memo):
@@ -263,9 +458,40 @@ class AOTICompiledModel:
 
 def load_package(path, model_name="model", run_single_threaded=False, num_runners=1,
                  device_index=-1, *, check_inputs=None, allow_executable_stack=False):
-    """torch's ``load_package``, run by aoti_cy: ``path`` is a `.pt2` (a path
-    or a readable file object), ``model_name`` picks one of its models.
-    ``check_inputs`` None means ``AOTI_CY_CHECK_INPUTS`` (default on)."""
+    """torch's ``torch._inductor.package.load_package``, run by aoti_cy.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or file object
+        A ``.pt2`` (a path or a readable binary file object), an extracted
+        package folder or a model ``.so``.
+    model_name : str
+        Which model of the package to load.
+    run_single_threaded, num_runners, device_index, allow_executable_stack
+        As for :class:`AOTIModelPackageLoader`.
+    check_inputs : bool or None
+        Check every run's inputs; None means ``AOTI_CY_CHECK_INPUTS``
+        (default on).
+
+    Returns
+    -------
+    AOTICompiledModel
+        Called as the exported module was called; ``model.loader`` is the
+        :class:`AOTIModelPackageLoader`.
+
+    Raises
+    ------
+    aoti_cy.errors.PackageNotFoundRuntimeError
+        No file at ``path``.
+    aoti_cy.errors.ModelNotFoundError
+        The package holds no model of that name.
+    aoti_cy.errors.PackageRuntimeError
+        The package cannot be loaded (corrupt, unsafe, not a model).
+    aoti_cy.errors.ArgumentRuntimeError
+        ``num_runners`` or ``device_index`` does not fit, or
+        ``check_inputs`` is None and ``AOTI_CY_CHECK_INPUTS`` holds a value
+        that is neither a yes nor a no.
+    """
     return _load(path, model_name, run_single_threaded, num_runners, device_index,
                  check_inputs, AOTIModelPackageLoader, AOTICompiledModel,
                  allow_executable_stack)
@@ -273,10 +499,42 @@ def load_package(path, model_name="model", run_single_threaded=False, num_runner
 
 def aoti_load_package(path, run_single_threaded=False, device_index=-1, *, num_runners=1,
                       check_inputs=None, allow_executable_stack=False):
-    """torch's ``aoti_load_package`` (same positional arguments), run by
-    aoti_cy: the package's model named "model" (``load_package`` picks
-    another); ``num_runners`` model instances may run at once.
-    ``check_inputs`` None means ``AOTI_CY_CHECK_INPUTS`` (default on)."""
+    """torch's ``torch._inductor.aoti_load_package`` (same positional
+    arguments), run by aoti_cy: loads the package's model named "model"
+    (:func:`load_package` picks another).
+
+    Parameters
+    ----------
+    path : str, os.PathLike or file object
+        A ``.pt2`` (a path or a readable binary file object), an extracted
+        package folder or a model ``.so``.
+    run_single_threaded, device_index, allow_executable_stack
+        As for :class:`AOTIModelPackageLoader`.
+    num_runners : int
+        How many model instances may run at once (keyword-only: torch's
+        function has no such argument).
+    check_inputs : bool or None
+        Check every run's inputs; None means ``AOTI_CY_CHECK_INPUTS``
+        (default on).
+
+    Returns
+    -------
+    AOTICompiledModel
+        Called as the exported module was called.
+
+    Raises
+    ------
+    aoti_cy.errors.PackageNotFoundRuntimeError
+        No file at ``path``.
+    aoti_cy.errors.ModelNotFoundError
+        The package holds no model of that name.
+    aoti_cy.errors.PackageRuntimeError
+        The package cannot be loaded (corrupt, unsafe, not a model).
+    aoti_cy.errors.ArgumentRuntimeError
+        ``num_runners`` or ``device_index`` does not fit, or
+        ``check_inputs`` is None and ``AOTI_CY_CHECK_INPUTS`` holds a value
+        that is neither a yes nor a no.
+    """
     return _load(path, "model", run_single_threaded, num_runners, device_index,
                  check_inputs, AOTIModelPackageLoader, AOTICompiledModel,
                  allow_executable_stack)
@@ -453,12 +711,30 @@ _active_patches = []
 class TorchPatch:
     """torch's loader names pointed at aoti_cy, process-wide, until
     :meth:`undo` (or the end of a ``with`` block) puts back exactly what was
-    there. Patches undo in the reverse order they were applied.
+    there. Patches undo in the reverse order they were applied. Made by
+    :func:`patch_torch`.
 
-    ``patched`` lists the names replaced ("module.attribute"), ``absent``
-    those left alone because this torch has no such name (the CUDA runner in a
-    CPU-only build), ``check_inputs`` what the loads through them use (None:
-    ``AOTI_CY_CHECK_INPUTS``)."""
+    Parameters
+    ----------
+    check_inputs : bool or None
+        What loads through the patched names use (None:
+        ``AOTI_CY_CHECK_INPUTS`` at each load).
+
+    Attributes
+    ----------
+    patched : tuple of str
+        The names replaced ("module.attribute"), once applied.
+    absent : tuple of str
+        Names left alone because this torch has none (the CUDA runner in a
+        CPU-only build).
+    check_inputs : bool or None
+        As given.
+
+    Raises
+    ------
+    TypeError
+        ``check_inputs`` is neither a bool nor None.
+    """
 
     def __init__(self, check_inputs=None):
         if check_inputs is not None and not isinstance(check_inputs, (bool, int)):
@@ -471,9 +747,23 @@ class TorchPatch:
 
     @property
     def active(self):
+        """bool: whether this patch is applied and not yet undone."""
         return self._saved is not None
 
     def apply(self):
+        """Point torch's names at aoti_cy, saving what was there.
+
+        Returns
+        -------
+        TorchPatch
+            This patch, so that ``TorchPatch().apply()`` can be used in a
+            ``with`` statement.
+
+        Raises
+        ------
+        RuntimeError
+            This patch is applied already.
+        """
         with _patch_lock:
             if self._saved is not None:
                 raise RuntimeError("this TorchPatch is applied already")
@@ -496,7 +786,16 @@ class TorchPatch:
         return self
 
     def undo(self):
-        """Put torch's names back as they were before :meth:`apply`. Idempotent."""
+        """Put torch's names back as they were before :meth:`apply`: each is
+        the very object that was there. Undoing a patch not applied (or
+        undone already) does nothing.
+
+        Raises
+        ------
+        RuntimeError
+            A patch applied after this one is still active: patches undo in
+            the reverse order.
+        """
         with _patch_lock:
             if self._saved is None:
                 return
@@ -538,13 +837,27 @@ def patch_torch(check_inputs=None):
     ``AOTIModelContainerRunnerCuda``). ``patch.undo()``, or a ``with`` block
     (``with aoti_cy.patch_torch(): ...``), puts torch's back.
 
-    ``check_inputs`` is what models loaded through the patched names use:
-    None (default) means ``AOTI_CY_CHECK_INPUTS`` at each load (default on);
-    False runs inputs unchecked, as torch does.
-
     Functions imported before the patch (``from torch._inductor import
     aoti_load_package``) reach aoti_cy too: torch's functions look up the
     patched names when called. Classes imported before the patch (``from
     torch._C._aoti import AOTIModelPackageLoader``) and models loaded before
-    it stay torch's."""
+    it stay torch's.
+
+    Parameters
+    ----------
+    check_inputs : bool or None
+        What models loaded through the patched names use: None (default)
+        means ``AOTI_CY_CHECK_INPUTS`` at each load (default on); False runs
+        inputs unchecked, as torch does.
+
+    Returns
+    -------
+    TorchPatch
+        The applied patch: ``patched`` lists the names it replaced.
+
+    Raises
+    ------
+    TypeError
+        ``check_inputs`` is neither a bool nor None.
+    """
     return TorchPatch(check_inputs).apply()

@@ -52,7 +52,7 @@ bool on_device(const at::Tensor& tensor, AotiCyDevice device) {
 
 // A numpy array as a CPU tensor sharing its memory; false (no error set) for
 // anything else. Read-only arrays are taken too: most models only read their
-// inputs (one that updates an input in place needs a writable array; see README).
+// inputs (one that updates an input in place needs a writable array; see docs/loading.md).
 PyTypeObject* ndarray_type = nullptr;  // numpy.ndarray, set once at import
 
 bool tensor_from_array(PyObject* item, at::Tensor* out) {

@@ -7,7 +7,6 @@ docstrings and signatures are read from the compiled modules).
 
 import importlib.util
 import os
-import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +28,7 @@ extensions = [
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "_drafts", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 root_doc = "index"
 
 myst_enable_extensions = ["colon_fence", "deflist"]
@@ -48,22 +47,3 @@ html_theme = "furo"
 html_title = f"aoti_cy {release}"
 html_static_path = []
 
-
-def _literal_before_letter(app, what, name, obj, options, lines):
-    """Let a letter follow an inline literal, as in a plural of a name in
-    double backquotes: reStructuredText needs an escaped space there."""
-    for i, line in enumerate(lines):
-        lines[i] = _LITERAL.sub(_escape_letter_after, line)
-
-
-def _escape_letter_after(match):
-    literal, letter = match.group(1), match.group(2)
-    return literal + "\\ " + letter if letter else literal
-
-
-# Inline literals scanned left to right, with the letter that follows one.
-_LITERAL = re.compile(r"(``[^`]+``)([A-Za-z])?")
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", _literal_before_letter)

@@ -1,6 +1,6 @@
 """The documentation builds and its examples run.
 
-Every ```python block of README.md and docs/*.md (not docs/_drafts) is run,
+Every ```python block of README.md and docs/*.md is run,
 in order, one namespace per file, as a user would paste them. A block may be
 preceded by a marker comment:
 

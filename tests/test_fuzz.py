@@ -230,8 +230,9 @@ def multi_io(package):
 @example(inputs=["good", torch.randn(5, 4).t(), "good"])
 @example(inputs=["good", torch.randn(1, 5).expand(4, 5), "good"])
 @example(inputs=[torch.randn(20)[::4].view(5)[None].expand(4, 5), "good", "good"])
-# Found in review: a numpy array torch cannot view left a garbage handle
-# (segfault), and a nested tensor after a memoised layout threw through C.
+# Kept as fixed cases: a numpy array torch cannot view must not leave a
+# garbage handle (a segfault), and a nested tensor after a memoised layout
+# must be refused, not thrown through C.
 @example(inputs=["good", torch.randn(4, 5).numpy()[::-1], "good"])
 @example(inputs=["good", torch.nested.nested_tensor([torch.randn(5)] * 4), "good"])
 @example(inputs=[torch.randn(4), "good", "good"])

@@ -73,16 +73,22 @@ HISTORY_PATTERNS = {
     "a review": re.compile(r"\breview(?:s|ed|er|ers)?\b", re.I),
 }
 
-# The paths checked so far. The whole tree (README.md, docs, aoti_cy, csrc,
-# tests, scripts, benchmarks) is the aim; the files still to scrub are listed
-# where this check is widened.
-HISTORY_CHECKED = ["README.md", "docs", "benchmarks/results", ".ci", "tests/test_docs.py"]
-# Build output, drafts not yet folded into the docs, and this file, which
-# holds the patterns and the phrases that test them.
-HISTORY_SKIPPED = {os.path.join("docs", "_build"), os.path.join("docs", "_drafts"),
-                   os.path.join("tests", "test_hygiene.py")}
+# The whole tree: the project's text, code, comments and tests.
+HISTORY_CHECKED = ["README.md", "docs", "aoti_cy", "csrc", "tests", "scripts", "benchmarks",
+                   ".ci", "pyproject.toml", "setup.py"]
+# Build output, and this file, which holds the patterns and the phrases that
+# test them.
+HISTORY_SKIPPED = {os.path.join("docs", "_build"), os.path.join("tests", "test_hygiene.py")}
 TEXT_SUFFIXES = (".md", ".py", ".pyx", ".pxd", ".pyi", ".cpp", ".h", ".sh", ".json", ".txt",
                  ".toml", ".rst", ".supp", "")
+
+
+def _is_build_output(relative):
+    """Cython's C++ beside its .pyx, and the build's generated module: written
+    by the build, not by the project."""
+    stem, suffix = os.path.splitext(relative)
+    return ((suffix == ".cpp" and os.path.exists(os.path.join(ROOT, stem + ".pyx")))
+            or relative == os.path.join("aoti_cy", "_build_info.py"))
 
 
 def _history_files():
@@ -97,8 +103,10 @@ def _history_files():
             dirs[:] = [d for d in dirs if os.path.join(rel_folder, d) not in HISTORY_SKIPPED
                        and not d.startswith(".") and d != "__pycache__"]
             for name in sorted(names):
-                if name.endswith(TEXT_SUFFIXES) and not name.endswith(".so"):
-                    yield os.path.join(rel_folder, name)
+                relative = os.path.join(rel_folder, name)
+                if (name.endswith(TEXT_SUFFIXES) and not name.endswith(".so")
+                        and relative not in HISTORY_SKIPPED and not _is_build_output(relative)):
+                    yield relative
 
 
 def history_hits(text):

@@ -1,7 +1,7 @@
 """The GIL is released while the model runs; close() waits for runs in
 flight. That num_models=2 runs two at once is shown without timing in
 test_proxy_executor.py (two runs meet inside a model's op); how much faster
-that is, is benchmarks/bench_threads.py's job (figures in the README)."""
+that is, is benchmarks/bench_threads.py's job (figures in docs/performance.md)."""
 
 import threading
 import time

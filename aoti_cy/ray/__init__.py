@@ -1,4 +1,4 @@
-"""Serving aoti_cy models on Ray Serve, from one machine to a cluster.
+"""Serving aoti_cy models on Ray Serve, from one machine to a cluster::
 
     import aoti_cy.ray
     from ray import serve
@@ -42,7 +42,7 @@ from aoti_cy.ray import _entry
 from aoti_cy.ray._client import REPLICA_GONE, ModelClient, ModelResponse
 from aoti_cy.ray._coordinator import Coordinator, WeightStore
 from aoti_cy.ray._entry import ReplicaEntry, ShadowedPackageError
-from aoti_cy.serving import _batching, _json  # noqa: F401 - where they used to live
+from aoti_cy.serving import _batching, _json  # noqa: F401 - also importable from here
 from aoti_cy.serving._batching import Request
 from aoti_cy.serving._deadline import (DEFAULT_CALL_TIMEOUT_S, DEFAULT_CONTROL_TIMEOUT_S,
                                        CallTimeoutError, CoordinatorTimeoutError)
@@ -59,10 +59,24 @@ ray.cloudpickle.register_pickle_by_value(_entry)
 
 
 class RolloutError(ValueError):
-    """A weight rollout that did not complete; ``report`` says, per replica,
-    what happened (``{"state", "reason"}``, the state one of ``"ok"``,
-    ``"refused"``, ``"not asked"``, ``"unreachable"``). Refused in the
-    ``validate`` phase: no replica changed."""
+    """A weight rollout that did not complete. Refused in the ``validate``
+    phase: no replica changed.
+
+    Parameters
+    ----------
+    message : str
+        What happened, per replica that did not accept.
+    report : dict
+        The rollout's report (see :meth:`ServedModel.load_weights`).
+
+    Attributes
+    ----------
+    report : dict
+        ``{"ok", "version", "phase", "error", "replicas": {replica: {"state",
+        "reason"}}}``, the state one of ``"ok"``, ``"refused"``, ``"not
+        asked"``, ``"unreachable"``; after a coordinator death also
+        ``"committed"``, whether the new weights were committed.
+    """
 
     def __init__(self, message, report):
         super().__init__(message)
@@ -107,7 +121,21 @@ class ServedModel:
     """A deployment built by :func:`deployment`: ``app`` to ``serve.run``,
     clients with deadlines, and the calls that reach every replica (weights,
     stats). Every call here has a deadline (``timeout_s``) and raises a
-    ``TimeoutError`` subclass when it passes."""
+    ``TimeoutError`` subclass when it passes.
+
+    Attributes
+    ----------
+    app : ray.serve.Application
+        What to pass to ``serve.run``.
+    deployment : ray.serve.Deployment
+        The Serve deployment behind ``app``.
+    coordinator_name, store_name : str
+        The names of the deployment's two detached actors.
+    namespace : str
+        Their Ray namespace, :data:`NAMESPACE`.
+    call_timeout_s : float
+        The default deadline of a call through :meth:`client`.
+    """
 
     def __init__(self, app, deployment, store, coordinator, names, call_timeout_s):
         self.app = app
@@ -119,11 +147,30 @@ class ServedModel:
         self.call_timeout_s = call_timeout_s
 
     def client(self, handle, *, timeout_s=None):
-        """A :class:`ModelClient` calling through ``handle`` (what
-        ``serve.run(served.app)`` returned): each call has a deadline of
-        ``timeout_s`` seconds (default: the deployment's ``call_timeout_s``),
-        and a call whose replica died is sent again to a live one until
-        then; ``CallTimeoutError`` when it passes."""
+        """A client calling through ``handle``, with deadlines and retries.
+
+        A call whose replica died is sent again to a live one until it is
+        answered or its deadline passes.
+
+        Parameters
+        ----------
+        handle : ray.serve.handle.DeploymentHandle
+            What ``serve.run(served.app)`` returned.
+        timeout_s : float or None
+            Each call's deadline in seconds, retries included (None: the
+            deployment's ``call_timeout_s``).
+
+        Returns
+        -------
+        ModelClient
+            Its calls raise :class:`CallTimeoutError` when their deadline
+            passes.
+
+        Raises
+        ------
+        ValueError
+            ``timeout_s`` is not above 0.
+        """
         return ModelClient(handle, self.call_timeout_s if timeout_s is None else timeout_s)
 
     def load_weights(self, state_dict, *, strict=True, timeout_s=120.0):
@@ -134,17 +181,35 @@ class ServedModel:
         calls in flight finish on the old weights). Replicas started later
         load it before serving.
 
-        ``timeout_s`` bounds the whole call (after a coordinator death, up to
-        1 s more to read the committed version); nothing is committed in its
-        last tenth (at most its last second), so a timeout never races a commit.
+        Parameters
+        ----------
+        state_dict : dict of str to torch.Tensor
+            The new weights, by FQN.
+        strict : bool
+            Demand every weight and no unknown key, as
+            ``ModelContainer.load_weights`` does.
+        timeout_s : float
+            Bounds the whole call (after a coordinator death, up to 1 s more
+            to read the committed version); nothing is committed in its last
+            tenth (at most its last second), so a timeout never races a
+            commit.
 
-        Returns the report ``{"ok", "version", "phase", "replicas": {replica:
-        {"state", "reason"}}}``; raises :class:`RolloutError` (carrying it)
-        when a replica refused (nothing changed anywhere), the deadline
-        passed inside the coordinator, or the coordinator died mid-rollout
-        (``report["committed"]`` then says whether the replicas converge on
-        the new weights or stay on the old ones); :class:`CoordinatorTimeoutError`
-        when no answer came in time."""
+        Returns
+        -------
+        dict
+            The report ``{"ok", "version", "phase", "error", "replicas":
+            {replica: {"state", "reason"}}}``, every state ``"ok"``.
+
+        Raises
+        ------
+        RolloutError
+            A replica refused (nothing changed anywhere), the deadline passed
+            inside the coordinator, or the coordinator died mid-rollout
+            (``report["committed"]`` then says whether the replicas converge
+            on the new weights or stay on the old ones). Carries the report.
+        CoordinatorTimeoutError
+            No answer came in time.
+        """
         deadline = time.monotonic() + timeout_s
         version, refs = _control_call(lambda: self._store.stage.remote(state_dict), timeout_s,
                                       "storing the weights for the rollout", retry=False)
@@ -175,32 +240,84 @@ class ServedModel:
         return report
 
     def committed_version(self, *, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
-        """The weights version every replica runs or is about to (0: the
-        package's own)."""
+        """The weights version every replica runs or is about to.
+
+        Parameters
+        ----------
+        timeout_s : float
+            Deadline in seconds.
+
+        Returns
+        -------
+        int
+            The committed version (0: the package's own weights).
+
+        Raises
+        ------
+        CoordinatorTimeoutError
+            No answer came in time.
+        """
         version, _, _ = _control_call(self._store.committed.remote, timeout_s,
                                       "the committed weights version")
         return version
 
     def replica_stats(self, *, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
-        """{replica: stats} of the live replicas, as each last reported them:
-        requests, model runs, errors, health checks, batch sizes ({calls per
-        run: runs}), pid, weights ``version``, and ``age_s``, the seconds
-        since that report (replicas report every 0.1 s, so the counts may
-        miss the calls of that last fraction of a second)."""
+        """The stats of the live replicas, as each last reported them.
+
+        Parameters
+        ----------
+        timeout_s : float
+            Deadline in seconds.
+
+        Returns
+        -------
+        dict
+            ``{replica: stats}``: requests, model runs, errors, health
+            checks, batch sizes (``{calls per run: runs}``), pid, weights
+            ``version``, and ``age_s``, the seconds since that report
+            (replicas report every 0.1 s, so the counts may miss the calls
+            of that last fraction of a second).
+
+        Raises
+        ------
+        CoordinatorTimeoutError
+            No answer came in time.
+        """
         replicas = _control_call(self._coordinator.replicas.remote, timeout_s,
                                  "the replica stats")
         return {r: dict(info["stats"], version=info["version"], age_s=info["age_s"])
                 for r, info in replicas.items()}
 
     def coordinator_pid(self, *, timeout_s=DEFAULT_CONTROL_TIMEOUT_S):
-        """The process id of the coordinator actor (to watch or debug it)."""
+        """The process id of the coordinator actor (to watch or debug it).
+
+        Parameters
+        ----------
+        timeout_s : float
+            Deadline in seconds.
+
+        Returns
+        -------
+        int
+            The coordinator's pid.
+
+        Raises
+        ------
+        CoordinatorTimeoutError
+            No answer came in time.
+        """
         return _control_call(self._coordinator.pid.remote, timeout_s,
                              "the coordinator's pid")
 
     def close(self):
         """Free the coordinator and the store (the package and weights they
         keep); call it once the application is deleted. It asks Ray to kill
-        both and returns without waiting."""
+        both and returns without waiting.
+
+        Returns
+        -------
+        None
+        """
         ray.kill(self._coordinator, no_restart=True)
         ray.kill(self._store, no_restart=True)
 
@@ -242,35 +359,72 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
                call_timeout_s=DEFAULT_CALL_TIMEOUT_S, **deployment_options):
     """A Ray Serve deployment of an AOTInductor package.
 
-    - ``package``: a ``.pt2`` path, or its bytes. It is put in Ray's object
-      store once, owned by the deployment's coordinator actor, and every
-      replica (on any host) fetches it from there.
-    - ``num_replicas``, ``name``, ``ray_actor_options`` and other
-      ``serve.deployment`` options (``deployment_options``) go to Serve.
-    - ``num_models``, ``check_inputs``, ``model_name``, ``cuda_graphs`` go to
-      ``aoti_cy.load`` in each replica (``cuda_graphs`` only when given).
-    - ``device``: ``"cpu"`` or ``"cuda"`` (None: the one in the package's
-      metadata); on CUDA
-      each replica asks Ray for one GPU and sees it as ``cuda:0``. Calls
-      give CPU tensors and get CPU tensors back.
-    - ``max_batch_size`` (> 1 turns batching on, for models exported with a
-      dynamic batch dim 0 on every input and output): concurrent calls, up
-      to that many, waiting at most ``batch_wait_timeout_s``, are concatenated
-      along dim 0 (at most ``max_batch_rows`` rows), run once and split back;
-      calls that do not fit together run separately, each meeting the
-      model's input checks on its own.
-    - ``example_inputs``: ``(args, kwargs)`` (or a list of tensors) the model
-      takes: Serve's health check runs it, and the JSON route reads the input
-      dtypes from it. Default: ``<package>.inputs.pt`` beside a path, if there.
-    - ``imports``: modules each replica imports before loading: those that
-      register the model's custom ops, or its output types with pytree
-      (``"transformers.modeling_outputs"`` for its ``ModelOutput``s).
-    - ``call_timeout_s``: the deadline of a call through ``served.client(...)``
-      (retries included) unless the client or call sets another.
-    - ``runtime="torch"`` runs the package with ``torch._inductor.aoti_load_package``
-      instead (for comparisons; no weight rollout, no JSON route).
+    Parameters
+    ----------
+    package : str, os.PathLike or bytes
+        A ``.pt2`` path, or its bytes. It is put in Ray's object store once,
+        owned by the deployment's store actor, and every replica (on any
+        host) fetches it from there.
+    name : str
+        The Serve deployment's name, also the stem of its actors' names.
+    num_replicas : int
+        How many replicas Serve starts.
+    num_models, check_inputs, model_name
+        Passed to ``aoti_cy.load`` in each replica.
+    cuda_graphs : bool or None
+        Passed to ``aoti_cy.load`` in each replica, only when given.
+    device : str or None
+        ``"cpu"`` or ``"cuda"`` (None: the one in the package's metadata). On
+        CUDA each replica asks Ray for one GPU and sees it as ``cuda:0``;
+        calls give CPU tensors and get CPU tensors back.
+    max_batch_size : int or None
+        Above 1, turns batching on, for models exported with a dynamic batch
+        dim 0 on every input and output: concurrent calls, up to that many,
+        are concatenated along dim 0, run once and split back; calls that do
+        not fit together run separately, each meeting the model's input
+        checks on its own.
+    max_batch_rows : int or None
+        The most rows of one batched run.
+    batch_wait_timeout_s : float
+        How long a batch waits for more calls.
+    example_inputs : tuple or list or None
+        ``(args, kwargs)`` (or a list of tensors) the model takes: Serve's
+        health check runs it, and the JSON route reads the input dtypes from
+        it. Default: ``<package>.inputs.pt`` beside a path, if there.
+    imports : sequence of str
+        Modules each replica imports before loading: those that register
+        the model's custom ops, or its output types with pytree
+        (``"transformers.modeling_outputs"`` for the model output classes of
+        ``transformers``).
+    runtime : str
+        ``"aoti_cy"``, or ``"torch"`` to run the package with
+        ``torch._inductor.aoti_load_package`` instead (for comparisons; no
+        weight rollout, no JSON route).
+    ray_actor_options : dict or None
+        Passed to Serve (``num_gpus`` defaults to 1 on CUDA).
+    call_timeout_s : float
+        The deadline of a call through ``served.client(...)`` (retries
+        included) unless the client or call sets another.
+    **deployment_options
+        Other ``serve.deployment`` options (``autoscaling_config``,
+        ``max_ongoing_requests``, ...).
 
-    Returns a :class:`ServedModel`; ``serve.run(served.app, ...)`` starts it.
+    Returns
+    -------
+    ServedModel
+        ``serve.run(served.app, ...)`` starts it.
+
+    Raises
+    ------
+    TypeError
+        ``package`` is neither a path nor bytes.
+    ValueError
+        ``runtime`` is not one of the two, or ``call_timeout_s`` is not
+        above 0.
+    ShadowedPackageError
+        A Ray worker of this job would import another ``aoti_cy`` than the
+        installed one (a folder of that name in the driver's working
+        directory).
     """
     if isinstance(package, (str, os.PathLike)):
         if example_inputs is None and os.path.exists(f"{package}.inputs.pt"):
