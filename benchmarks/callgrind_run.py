@@ -6,8 +6,9 @@ callgrind: repeatable where wall time on a shared machine is not.
     callgrind_annotate --inclusive=yes cg.out | grep 'ModelContainer_[0-9]*run('
 
 then divide the wrapper's inclusive count by the calls (``5000 + 200`` warm-up).
-The model is compiled for AVX2 at most (valgrind 3.19 cannot decode the
-AVX-512 code ``-march=native`` gives on this machine).
+The model is compiled for AVX2 at most, kernels and wrapper alike
+(``cpp.march`` and ``cpp.simdlen``): valgrind 3.19 cannot decode the AVX-512
+code inductor otherwise picks on a machine that has it.
 """
 
 import sys
@@ -25,7 +26,8 @@ def main():
     model_cls, args = {"add_one": (testing.AddOne, (torch.randn(8),)),
                        "four_three": (testing.FourThree, tuple(torch.randn(8) for _ in range(4)))
                        }[sys.argv[3] if len(sys.argv) > 3 else "add_one"]
-    path = testing.compile_package(model_cls, args, inductor_configs={"cpp.march": "x86-64-v3"})
+    path = testing.compile_package(model_cls, args, inductor_configs={"cpp.march": "x86-64-v3",
+                                                                     "cpp.simdlen": 256})
     model = aoti_cy.load(path)
     if how == "run":
         run, inputs = model.run, list(args)

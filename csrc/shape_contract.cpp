@@ -37,6 +37,7 @@ struct Dim {
 struct Input {
   bool covered = false;
   int64_t dtype = -1;        // c10::ScalarType, -1: unknown
+  caffe2::TypeMeta meta;     // the same, as tensors hold it
   int64_t device_type = -1;  // c10::DeviceType, -1: unknown
   std::vector<Dim> dims;
   std::string label;
@@ -58,6 +59,17 @@ int64_t floor_div(int64_t a, int64_t b) {
 // division by zero, a malformed program).
 bool evaluate(const Program& program, const int64_t* symbols, size_t num_symbols,
               int64_t* result) {
+  if (program.ops.size() == 1) {  // a constant or a symbol: most dims
+    const auto [op, argument] = program.ops[0];
+    if (op == AOTI_CY_OP_CONST) {
+      *result = argument;
+      return true;
+    }
+    if (op == AOTI_CY_OP_SYMBOL && argument >= 0 && static_cast<size_t>(argument) < num_symbols) {
+      *result = symbols[argument];
+      return true;
+    }
+  }
   int64_t stack[kStackDepth];
   size_t top = 0;
   for (const auto& [op, argument] : program.ops) {
@@ -145,6 +157,9 @@ struct AotiCyShapeContract {
     return input.label + " does not fit the model: ";
   }
 
+  // Whether the handles fit, computing no message: the path of every call.
+  bool fits(AtenTensorOpaque** handles, size_t n, int64_t* symbols) const noexcept;
+  // Why they do not fit ("" if they do), once fits() said no.
   std::string check(AtenTensorOpaque** handles, size_t n, int64_t* symbols,
                     size_t* failed) const;
   std::string check_input_kind(size_t i, const at::Tensor& t) const;
@@ -161,6 +176,73 @@ const at::Tensor& tensor_at(AtenTensorOpaque** handles, size_t i) {
 }
 
 }  // namespace
+
+bool AotiCyShapeContract::fits(AtenTensorOpaque** handles, size_t n,
+                               int64_t* symbols) const noexcept {
+  const size_t count = std::min(n, inputs.size());
+  const size_t num_symbols = ranges.size();
+  for (size_t i = 0; i < count; ++i) {
+    const Input& spec = inputs[i];
+    if (!spec.covered) continue;
+    const c10::TensorImpl* t = tensor_at(handles, i).unsafeGetTensorImpl();
+    if (t->dim() != static_cast<int64_t>(spec.dims.size()) ||
+        (spec.dtype >= 0 && t->dtype() != spec.meta) ||
+        (spec.device_type >= 0 && static_cast<int64_t>(t->device_type()) != spec.device_type)) {
+      return false;
+    }
+  }
+  for (const Binding& b : bindings) {
+    int64_t value = 0;
+    if (b.kind == AOTI_CY_FROM_SYMBOL) {
+      value = symbols[b.input];
+    } else {
+      if (static_cast<size_t>(b.input) >= count) continue;
+      const c10::TensorImpl* t = tensor_at(handles, b.input).unsafeGetTensorImpl();
+      if (b.dim >= t->dim()) return false;
+      value = b.kind == AOTI_CY_FROM_SIZE ? t->sizes()[b.dim] : t->strides()[b.dim];
+    }
+    int64_t numerator = value;
+    if (b.p != 1 || b.q != 0 || b.d != 1) {
+      if (!checked_mul(b.p, value, &numerator) || !checked_add(numerator, b.q, &numerator) ||
+          numerator % b.d != 0) {
+        return false;
+      }
+      numerator /= b.d;
+    }
+    symbols[b.symbol] = numerator;
+    if (b.kind != AOTI_CY_FROM_SYMBOL) {
+      const auto [low, high] = ranges[b.symbol];
+      if (numerator < low || (high != kNoLimit && numerator > high)) return false;
+    }
+  }
+  for (size_t i = 0; i < count; ++i) {
+    const Input& spec = inputs[i];
+    if (!spec.covered) continue;
+    const c10::TensorImpl* t = tensor_at(handles, i).unsafeGetTensorImpl();
+    const int64_t* sizes = t->sizes().data();
+    const size_t ndim = spec.dims.size();
+    for (size_t d = 0; d < ndim; ++d) {
+      const Dim& dim = spec.dims[d];
+      int64_t want = 0;
+      if (sizes[d] < dim.low || (dim.high != kNoLimit && sizes[d] > dim.high)) return false;
+      if (!dim.size.ops.empty() &&
+          (!evaluate(dim.size, symbols, num_symbols, &want) || want != sizes[d])) {
+        return false;
+      }
+    }
+    if (t->numel() == 0) continue;
+    const int64_t* strides = t->strides().data();
+    for (size_t d = 0; d < ndim; ++d) {
+      const Dim& dim = spec.dims[d];
+      int64_t want = 0;
+      if (dim.stride.ops.empty() || sizes[d] <= 1) continue;
+      if (!evaluate(dim.stride, symbols, num_symbols, &want) || want != strides[d]) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
 
 std::string AotiCyShapeContract::check_input_kind(size_t i, const at::Tensor& t) const {
   const Input& spec = inputs[i];
@@ -427,6 +509,10 @@ AotiCyShapeContract* aoti_cy_shape_contract_new(const int64_t* words, size_t len
       if (rank > 64) return nullptr;
       input.covered = true;
       input.dtype = reader.next();
+      if (input.dtype >= 0) {
+        if (input.dtype >= static_cast<int64_t>(c10::ScalarType::NumOptions)) return nullptr;
+        input.meta = c10::scalarTypeToTypeMeta(static_cast<c10::ScalarType>(input.dtype));
+      }
       input.device_type = reader.next();
       input.dims.resize(static_cast<size_t>(rank));
       for (Dim& dim : input.dims) {
@@ -466,6 +552,8 @@ long aoti_cy_shape_contract_check(const AotiCyShapeContract* contract,
       many.resize(contract->ranges.size());
       symbols = many.data();
     }
+    // fits() binds every symbol before reading it.
+    if (contract->fits(handles, n, symbols)) return -1;
     std::fill(symbols, symbols + contract->ranges.size(), 0);
     why = contract->check(handles, n, symbols, &failed);
     if (why.empty()) return -1;
