@@ -77,6 +77,19 @@ def as_runtime_error(error, torch_message=None):
     return error
 
 
+def update_constant_buffer(container, tensor_map, use_inactive, validate_full_updates,
+                           user_managed=False):
+    """torch's ``update_constant_buffer`` on an aoti_cy container: checked
+    (names, dtypes, shapes, devices) before anything changes; a refusal is
+    the ``RuntimeError`` torch's callers catch."""
+    try:
+        container.update_constant_buffer(
+            tensor_map, use_inactive=bool(use_inactive),
+            validate_full_update=bool(validate_full_updates), user_managed=bool(user_managed))
+    except ValueError as e:
+        raise as_runtime_error(e) from None
+
+
 def stream_pointer(stream_handle):
     """torch passes a stream as a PyCapsule around ``cudaStream_t``; aoti_cy
     takes an int or a ``torch.cuda.Stream``: accept all three (and None)."""

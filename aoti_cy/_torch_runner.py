@@ -11,7 +11,7 @@ import torch
 
 from aoti_cy._proxy_executor import executor_for
 from aoti_cy._torch_common import (as_runtime_error, count_container, cuda_unavailable,
-                                   resolve_check_inputs, stream_pointer)
+                                   resolve_check_inputs, stream_pointer, update_constant_buffer)
 from aoti_cy.errors import (ArgumentRuntimeError, PackageNotFoundRuntimeError,
                             PackageRuntimeError)
 from aoti_cy.interface import ModelContainer
@@ -125,13 +125,8 @@ class _Runner:
         """Set constants by internal name (or FQN), in the active buffer or
         the inactive one; checked (names, dtypes, shapes, devices) before
         anything changes."""
-        try:
-            self._container.update_constant_buffer(
-                tensor_map, use_inactive=bool(use_inactive),
-                validate_full_update=bool(validate_full_updates),
-                user_managed=bool(user_managed))
-        except ValueError as e:
-            raise as_runtime_error(e) from None
+        update_constant_buffer(self._container, tensor_map, use_inactive,
+                               validate_full_updates, user_managed)
 
     def update_constant_buffer_from_blob(self, weights_path):
         """Load the constants from a raw weights blob file (the ``.blob`` a

@@ -54,7 +54,21 @@ def _source_key(model_cls):
     (a class from ``transformers`` changes with its release)."""
     top = model_cls.__module__.partition(".")[0]
     version = getattr(__import__(top), "__version__", "") if top != "__main__" else ""
-    return f"{model_cls.__module__}:{version}\n{inspect.getsource(model_cls)}"
+    return f"{model_cls.__module__}:{version}\n{_class_source(model_cls)}"
+
+
+def _class_source(model_cls, tries=5):
+    """``inspect.getsource``, tried again on CPython 3.11's spurious "AST
+    constructor recursion depth mismatch" (its parser's depth counter is not
+    thread-safe: another thread parsing at the same time, as Ray's do,
+    trips it)."""
+    for attempt in range(tries):
+        try:
+            return inspect.getsource(model_cls)
+        except SystemError:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def compile_package(model_cls, args, *, kwargs=None, device="cpu",

@@ -36,7 +36,7 @@ from aoti_cy import _package
 from aoti_cy._call import CallSpec
 from aoti_cy._torch_common import (CHECK_INPUTS_ENV, as_runtime_error, containers_built,
                                    count_container, cuda_unavailable, resolve_check_inputs,
-                                   stream_pointer)
+                                   stream_pointer, update_constant_buffer)
 from aoti_cy._torch_runner import (AOTIModelContainerRunnerCpu, AOTIModelContainerRunnerCuda,
                                    _count_message, aot_load)
 from aoti_cy.errors import (ArgumentRuntimeError, MissingSymbolError, PackageError,
@@ -360,13 +360,8 @@ class AOTIModelPackageLoader:
             An unknown name, or a value that does not fit (dtype, shape,
             device); nothing is changed.
         """
-        try:
-            self._container.update_constant_buffer(
-                tensor_map, use_inactive=bool(use_inactive),
-                validate_full_update=bool(validate_full_updates),
-                user_managed=bool(user_managed))
-        except ValueError as e:
-            raise as_runtime_error(e) from None
+        update_constant_buffer(self._container, tensor_map, use_inactive,
+                               validate_full_updates, user_managed)
 
     def extract_constants_map(self, use_inactive=False):
         """Copies of the model's constants.

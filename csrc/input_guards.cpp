@@ -70,6 +70,7 @@ struct Layout {
 
 struct Guard {
   AotiCyInputCheck check = nullptr;
+  bool covered = false;  // checked in full by the shape contract
   std::atomic<int> rank{-1};  // the model's rank for this input, -1 until learned
   Layout accepted;
 };
@@ -348,8 +349,8 @@ AotiCyInputGuards* aoti_cy_input_guards_new(const AotiCyInputCheck* checks, size
     for (size_t i = 0; i < n; ++i) {
       // An input the contract covers needs no model check (which would
       // also refuse what the contract's 0/1 rule lets through).
-      result->guards[i].check =
-          aoti_cy_shape_contract_covers(result->contract, i) ? nullptr : checks[i];
+      result->guards[i].covered = aoti_cy_shape_contract_covers(result->contract, i) != 0;
+      result->guards[i].check = result->guards[i].covered ? nullptr : checks[i];
       result->labels.emplace_back(labels != nullptr && labels[i] != nullptr
                                       ? labels[i]
                                       : "input " + std::to_string(i));
@@ -377,8 +378,7 @@ long aoti_cy_check_inputs(AotiCyInputGuards* guards, AtenTensorOpaque** handles,
       refuse_other_gpu(*tensor, cuda_index, guards->labels[i], reason, size);
       return static_cast<long>(i);
     }
-    if (guards->contract != nullptr && guard.check == nullptr &&
-        aoti_cy_shape_contract_covers(guards->contract, i)) {
+    if (guard.covered) {
       const bool usable = tensor != nullptr && tensor->defined() &&
                           tensor->layout() == c10::kStrided && !tensor->is_nested() &&
                           !tensor->unsafeGetTensorImpl()->is_python_dispatch();

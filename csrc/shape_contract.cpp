@@ -20,6 +20,16 @@ constexpr size_t kInlineSymbols = 64;
 struct Program {
   std::vector<std::pair<int64_t, int64_t>> ops;
   std::string text;
+  // Most programs are one constant or one symbol: read without the stack
+  // machine (set by finish()).
+  enum Shape { kEmpty, kConstant, kSymbol, kGeneral } shape = kEmpty;
+  int64_t operand = 0;
+  void finish() {
+    shape = ops.empty() ? kEmpty : ops.size() > 1 ? kGeneral
+            : ops[0].first == AOTI_CY_OP_CONST ? kConstant
+            : ops[0].first == AOTI_CY_OP_SYMBOL ? kSymbol : kGeneral;
+    operand = ops.empty() ? 0 : ops[0].second;
+  }
   // The slot of a program that is one symbol, else -1.
   int64_t lone_symbol() const {
     return ops.size() == 1 && ops[0].first == AOTI_CY_OP_SYMBOL ? ops[0].second : -1;
@@ -121,6 +131,20 @@ bool evaluate(const Program& program, const int64_t* symbols, size_t num_symbols
   if (top != 1) return false;
   *result = stack[0];
   return true;
+}
+
+// evaluate(), with the common shapes inline.
+inline bool value_of(const Program& program, const int64_t* symbols, size_t num_symbols,
+                     int64_t* result) {
+  if (program.shape == Program::kConstant) {
+    *result = program.operand;
+    return true;
+  }
+  if (program.shape == Program::kSymbol && static_cast<size_t>(program.operand) < num_symbols) {
+    *result = symbols[program.operand];
+    return true;
+  }
+  return evaluate(program, symbols, num_symbols, result);
 }
 
 std::string quoted(const std::string& text) { return "'" + text + "'"; }
@@ -225,8 +249,8 @@ bool AotiCyShapeContract::fits(AtenTensorOpaque** handles, size_t n,
       const Dim& dim = spec.dims[d];
       int64_t want = 0;
       if (sizes[d] < dim.low || (dim.high != kNoLimit && sizes[d] > dim.high)) return false;
-      if (!dim.size.ops.empty() &&
-          (!evaluate(dim.size, symbols, num_symbols, &want) || want != sizes[d])) {
+      if (dim.size.shape != Program::kEmpty &&
+          (!value_of(dim.size, symbols, num_symbols, &want) || want != sizes[d])) {
         return false;
       }
     }
@@ -235,8 +259,8 @@ bool AotiCyShapeContract::fits(AtenTensorOpaque** handles, size_t n,
     for (size_t d = 0; d < ndim; ++d) {
       const Dim& dim = spec.dims[d];
       int64_t want = 0;
-      if (dim.stride.ops.empty() || sizes[d] <= 1) continue;
-      if (!evaluate(dim.stride, symbols, num_symbols, &want) || want != strides[d]) {
+      if (dim.stride.shape == Program::kEmpty || sizes[d] <= 1) continue;
+      if (!value_of(dim.stride, symbols, num_symbols, &want) || want != strides[d]) {
         return false;
       }
     }
@@ -457,6 +481,7 @@ bool read_program(Reader& reader, Program* program) {
     if (op < AOTI_CY_OP_CONST || op > AOTI_CY_OP_NEG) return false;
     program->ops.emplace_back(op, argument);
   }
+  program->finish();
   return reader.ok;
 }
 
