@@ -38,8 +38,9 @@ from aoti_cy.errors import PackageError
 __all__ = ["build_cache_dir", "build_library", "ships_sources_only"]
 
 SYSTEM_CXX = "/usr/bin/g++"
-# Moves with every change to how libraries are built: 3 links with -z noexecstack.
-_KEY_VERSION = "aoti_cy-cpp-build-3"
+# Moves with every change to how libraries are built: 3 links with -z noexecstack,
+# 4 keeps the wrapper source beside the library (its shape contract).
+_KEY_VERSION = "aoti_cy-cpp-build-4"
 _NO_EXECUTABLE_STACK_COMPILE = "-Wa,--noexecstack"
 _NO_EXECUTABLE_STACK_LINK = "-Wl,-z,noexecstack"
 _PAGE = 16384   # torch pads the .so to this before appending mmapped weights
@@ -214,8 +215,9 @@ def _build_entry(entry, model_dir, files, stem, compile_flags, link_flags, cxx):
         weights = os.path.join(model_dir, stem + "_serialized_weights.bin")
         if os.path.isfile(weights):
             _append_weights(library, weights)
-        # The metadata and extern-node files are read beside the library.
-        for suffix in ("_metadata.json", ".json"):
+        # The metadata and extern-node files are read beside the library, and
+        # the wrapper source (the shape contract of its inputs).
+        for suffix in ("_metadata.json", ".json", ".cpp"):
             if stem + suffix in files:
                 shutil.copyfile(os.path.join(model_dir, stem + suffix),
                                 os.path.join(work, stem + suffix))
@@ -223,7 +225,7 @@ def _build_entry(entry, model_dir, files, stem, compile_flags, link_flags, cxx):
             path = os.path.join(work, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
-            elif name != stem + ".so" and not name.endswith(".json"):
+            elif name not in (stem + ".so", stem + ".cpp") and not name.endswith(".json"):
                 os.unlink(path)   # the object file
             else:
                 os.chmod(path, 0o555 if name.endswith(".so") else 0o444)

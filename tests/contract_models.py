@@ -30,11 +30,11 @@ class OnlyDerived(torch.nn.Module):
         return x.reshape(-1, 8).sum(dim=1)
 
 
-def tied_pair():
+def tied_pair(**inductor_configs):
     batch, seq = Dim("batch", min=1, max=64), Dim("seq", min=1, max=512)
     shapes = {"a": {0: batch, 1: seq}, "b": {0: batch, 1: seq}}
     return compile_package(TiedPair, (torch.randn(2, 9), torch.randn(2, 9)),
-                           dynamic_shapes=shapes)
+                           dynamic_shapes=shapes, inductor_configs=inductor_configs or None)
 
 
 def derived_dims():

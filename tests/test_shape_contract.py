@@ -200,6 +200,17 @@ def test_a_source_without_assertions_is_read_from_bindings_and_bounds(tmp_path):
             model.run([torch.randn(2, 24), torch.randn(3, 3, 8), torch.randn(2, 4)])
 
 
+def test_a_cpp_only_package_built_at_load_keeps_its_contract(tmp_path, monkeypatch):
+    monkeypatch.setenv("AOTI_CY_BUILD_CACHE", str(tmp_path / "builds"))
+    with aoti_cy.load(contract_models.tied_pair(**{"aot_inductor.package_cpp_only": True})) \
+            as model:
+        assert _shape_contract.contract_for(model.library_path, 2).covered == [0, 1]
+        with pytest.raises(ValueError, match=r"input 1 .* dim 1 is 10, but input 0 .* dim 1 is 9"):
+            model(torch.randn(2, 9), torch.randn(2, 10))
+        a, b = torch.randn(3, 4), torch.randn(3, 4)
+        torch.testing.assert_close(model(a, b), a * 2 + b)
+
+
 def test_a_library_without_source_keeps_the_models_own_checks(tmp_path):
     library = extract_library(contract_models.tied_pair(), tmp_path / "pkg")
     bare = tmp_path / "bare.so"
