@@ -117,7 +117,9 @@ def test_many_containers_from_one_library(package, example, tmp_path):
     fds, rss = _open_fds(), _rss_bytes()
     cycle(500)
     gc.collect()
-    assert _open_fds() == fds
+    # Not one more (a leak); one fewer happens when something else in the
+    # process (an earlier test's background thread) closes one meanwhile.
+    assert _open_fds() <= fds
     _assert_rss_grew_less_than(rss, 8 << 20)
 
 
