@@ -135,7 +135,7 @@ def test_many_loads_of_one_package_leave_nothing_behind(package, example):
         del model
     gc.collect()
     assert len(folders) == 100 and not [f for f in folders if os.path.exists(f)]
-    assert _open_fds() == before_fds
+    assert _open_fds() <= before_fds   # growth would be a leak
 
 
 def test_concurrent_loads_of_different_packages(package, example):
@@ -218,7 +218,7 @@ def test_no_leak_over_1e5_runs(package, example):
             run(inputs)
         gc.collect()
         _assert_rss_grew_less_than(rss, 4 << 20)
-        assert _open_fds() == fds
+        assert _open_fds() <= fds   # growth would be a leak
 
 
 FAILING_CALLS = {
@@ -244,5 +244,5 @@ def test_no_leak_over_1e4_failing_runs(package, example):
         fail(10_000)
         gc.collect()
         _assert_rss_grew_less_than(rss, 4 << 20)
-        assert _open_fds() == fds and aoti_tempdirs() == dirs
+        assert _open_fds() <= fds and aoti_tempdirs() == dirs
         assert len(model.run(good)) == 3
