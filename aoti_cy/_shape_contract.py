@@ -32,6 +32,7 @@ unchecked is listed in :attr:`ShapeContract.unchecked` (and by inspect).
 """
 
 import functools
+import math
 import os
 import re
 from fractions import Fraction
@@ -220,16 +221,18 @@ def _program(tree, slots):
     return _program(tree[1], slots) + _program(tree[2], slots) + [(_BINARY_OPS[kind], 0)]
 
 
-def _text(tree, names):
-    """``tree`` as a readable formula, symbols by ``names``."""
+def _text(tree):
+    """``tree`` as a readable formula ("?" for None: a dim left unchecked)."""
+    if tree is None:
+        return "?"
     kind = tree[0]
     if kind == "num":
         return str(tree[1])
     if kind == "name":
-        return names.get(tree[1], tree[1])
+        return tree[1]
     if kind == "neg":
-        return f"-{_text(tree[1], names)}"
-    a, b = _text(tree[1], names), _text(tree[2], names)
+        return f"-{_text(tree[1])}"
+    a, b = _text(tree[1]), _text(tree[2])
     if kind == "c10::div_floor_integer":
         return f"({a} // {b})"
     if kind in ("std::max", "std::min"):
@@ -240,7 +243,7 @@ def _text(tree, names):
 
 
 def _linear(tree, name):
-    """(a, rest): ``tree == a*name + rest`` with a constant int ``a`` and
+    """``a`` where ``tree == a*name + rest``, ``a`` a constant int and
     ``rest`` free of ``name`` (checked at several points), else None."""
     others = sorted(_names_in(tree) - {name})
     samples = []
@@ -288,15 +291,16 @@ class ShapeContract:
         self.inputs = []
         self.unchecked = []        # (input, reason) the contract leaves to the model
         self.asserted = False      # whether the source asserts the inputs' shapes
-        self._checks = []          # the model's per-input checks, as read
 
     @property
     def covered(self):
         """Indices of the inputs the contract checks in full."""
         return [i for i, spec in enumerate(self.inputs) if spec is not None]
 
-    def formula(self, tree):
-        return _text(tree, {})
+    @staticmethod
+    def formula(tree):
+        """A size or stride tree as text (``8*s94``; "?" where unknown)."""
+        return _text(tree)
 
     # -- encoding for csrc/shape_contract.cpp --
 
@@ -309,7 +313,7 @@ class ShapeContract:
             words += [low, NO_LIMIT if high is None else high]
         for b in self.bindings:
             words += [b.symbol, b.kind, b.input, b.dim, b.p, b.q, b.d]
-        strings = list(labels) + [self._symbol_label(k) for k in range(len(self.symbols))]
+        strings = list(labels) + list(self.symbols)
         for i, spec in enumerate(self.inputs):
             if spec is None:
                 words.append(-1)
@@ -322,13 +326,10 @@ class ShapeContract:
                     words.append(len(program))
                     for op, argument in program:
                         words += [op, argument]
-                    strings.append(_text(tree, {}) if tree is not None else "")
+                    strings.append(_text(tree) if tree is not None else "")
                 low, high = spec["dim_bounds"][d]
                 words += [low, NO_LIMIT if high is None else high]
         return words, strings
-
-    def _symbol_label(self, slot):
-        return self.symbols[slot]
 
     # -- trial inputs, for inspect --
 
@@ -369,7 +370,7 @@ class ShapeContract:
         for i, spec in enumerate(self.inputs):
             if spec is None:
                 continue
-            dims = ", ".join(_text(t, {}) if t is not None else "?" for t in spec["sizes"])
+            dims = ", ".join(map(_text, spec["sizes"]))
             lines.append(f"{labels[i]} [{dims}]")
         aliases = {b.symbol for b in self.bindings if b.kind == FROM_SYMBOL}
         for slot, name in enumerate(self.symbols):
@@ -389,8 +390,8 @@ class ShapeContract:
             "source": os.path.basename(self.source_path),
             "inputs": [None if spec is None else {
                 "name": labels[i],
-                "sizes": [_text(t, {}) if t is not None else None for t in spec["sizes"]],
-                "strides": [_text(t, {}) if t is not None else None for t in spec["strides"]],
+                "sizes": [_text(t) if t is not None else None for t in spec["sizes"]],
+                "strides": [_text(t) if t is not None else None for t in spec["strides"]],
             } for i, spec in enumerate(self.inputs)],
             "symbols": [{"name": name, "min": self.ranges[k][0], "max": self.ranges[k][1],
                          "from": None if self.origin[k] is None else
@@ -422,7 +423,6 @@ def _read(source, text, num_inputs):
     start = text.find("AOTInductorModel::run_impl(")
     body = text[start:] if start >= 0 else ""
     checks = _wrapper_source.read_inputs(source, num_inputs)
-    contract._checks = checks
     variables = {name: int(index) for name, index in _INPUT_VAR.findall(body)}
     end = body.find("inputs.clear();")
     _read_bindings(contract, body[:end if end >= 0 else len(body)], variables)
@@ -432,8 +432,10 @@ def _read(source, text, num_inputs):
         if variable in variables:
             asserted[variables[variable]] = (sizes, strides)
     contract.asserted = bool(asserted)
+    bound_ranges = _bound_ranges(contract, checks)
     for i in range(num_inputs):
-        contract.inputs.append(_input_spec(contract, i, asserted.get(i), checks[i], slots))
+        contract.inputs.append(_input_spec(contract, i, asserted.get(i), checks[i], slots,
+                                           bound_ranges))
     _read_ranges(contract, checks)
     return contract
 
@@ -469,14 +471,8 @@ def _read_bindings(contract, text, variables):
         slope = Fraction(_evaluate(tree, {name_in: 1})) - q
         if _evaluate(tree, {name_in: 7}) != q + 7 * slope or slope == 0:
             continue        # not linear: leave the symbol unbound
-        d = slope.denominator * q.denominator // _gcd(slope.denominator, q.denominator)
+        d = math.lcm(slope.denominator, q.denominator)
         _bind(contract, name, kind, index, dim, int(slope * d), int(q * d), d)
-
-
-def _gcd(a, b):
-    while b:
-        a, b = b, a % b
-    return a
 
 
 def _bind(contract, name, kind, index, dim, p, q, d):
@@ -497,9 +493,9 @@ def _split(items):
     return [part.strip() for part in items.split(",") if part.strip()]
 
 
-def _input_spec(contract, index, asserted, check, slots):
+def _input_spec(contract, index, asserted, check, slots, bound_ranges):
     if asserted is None:
-        return _inferred_spec(contract, index, check)
+        return _inferred_spec(contract, index, check, bound_ranges)
     sizes, strides = (_split(part) for part in asserted)
     if len(sizes) != len(strides):
         contract.unchecked.append((index, "its assertion does not parse"))
@@ -519,19 +515,17 @@ def _input_spec(contract, index, asserted, check, slots):
     return spec
 
 
-def _symbol_range(contract, check_of, slot):
-    """The range of a symbol bound from a tensor dim, from that dim's bounds
-    in the model's check (None when unknown)."""
-    binding = next(b for b in contract.bindings if b.symbol == slot)
-    if binding.kind != FROM_SIZE:
-        return None
-    entry = check_of(binding.input).dims.get(binding.dim, {})
-    if "min" not in entry:
-        return None
-    low = -(-(binding.p * entry["min"] + binding.q) // binding.d)
-    high = (None if entry.get("max") is None
-            else (binding.p * entry["max"] + binding.q) // binding.d)
-    return low, high
+def _bound_ranges(contract, checks):
+    """{slot: (low, high)} of each symbol bound from a tensor dim, from that
+    dim's bounds in the model's check."""
+    ranges = {}
+    for b in contract.bindings:
+        entry = checks[b.input].dims.get(b.dim, {}) if b.kind == FROM_SIZE else {}
+        if "min" in entry:
+            low = -(-(b.p * entry["min"] + b.q) // b.d)
+            high = None if entry.get("max") is None else (b.p * entry["max"] + b.q) // b.d
+            ranges[b.symbol] = (low, high)
+    return ranges
 
 
 def _dim_of_binding(binding, name):
@@ -543,7 +537,7 @@ def _dim_of_binding(binding, name):
     return tree if offset == 0 else ("+", ("num", offset), tree)
 
 
-def _inferred_spec(contract, index, check):
+def _inferred_spec(contract, index, check, ranges):
     """An input's spec without an assertion: static dims and strides from
     the model's check, symbol dims from the bindings, and each other dynamic
     dim tied to the one symbol whose range maps onto its bounds."""
@@ -552,16 +546,9 @@ def _inferred_spec(contract, index, check):
             (index, "the source holds neither an assertion of its shape nor its dtype "
                     "and device: only the model's own per-input check applies"))
         return None
-    checks = contract._checks
     spec = {"dtype": check.dtype, "device_type": _device_name(check.device_type),
             "sizes": [], "strides": [], "dim_bounds": []}
     bound_here = {(b.input, b.dim): b for b in contract.bindings if b.kind == FROM_SIZE}
-    ranges = {}
-    for b in contract.bindings:
-        if b.kind != FROM_SYMBOL:
-            found = _symbol_range(contract, lambda i: checks[i], b.symbol)
-            if found is not None:
-                ranges[b.symbol] = found
     loose = []
     for d in range(check.rank):
         entry = check.dims.get(d, {})

@@ -31,10 +31,8 @@ struct Program {
     operand = ops.empty() ? 0 : ops[0].second;
   }
   // The slot of a program that is one symbol, else -1.
-  int64_t lone_symbol() const {
-    return ops.size() == 1 && ops[0].first == AOTI_CY_OP_SYMBOL ? ops[0].second : -1;
-  }
-  bool constant() const { return ops.size() == 1 && ops[0].first == AOTI_CY_OP_CONST; }
+  int64_t lone_symbol() const { return shape == kSymbol ? operand : -1; }
+  bool constant() const { return shape == kConstant; }
 };
 
 struct Dim {
@@ -69,17 +67,6 @@ int64_t floor_div(int64_t a, int64_t b) {
 // division by zero, a malformed program).
 bool evaluate(const Program& program, const int64_t* symbols, size_t num_symbols,
               int64_t* result) {
-  if (program.ops.size() == 1) {  // a constant or a symbol: most dims
-    const auto [op, argument] = program.ops[0];
-    if (op == AOTI_CY_OP_CONST) {
-      *result = argument;
-      return true;
-    }
-    if (op == AOTI_CY_OP_SYMBOL && argument >= 0 && static_cast<size_t>(argument) < num_symbols) {
-      *result = symbols[argument];
-      return true;
-    }
-  }
   int64_t stack[kStackDepth];
   size_t top = 0;
   for (const auto& [op, argument] : program.ops) {
@@ -385,7 +372,7 @@ std::string AotiCyShapeContract::check_dims(size_t i, const at::Tensor& t,
              ", above the model's maximum of " + std::to_string(dim.high);
     }
     if (dim.size.ops.empty()) continue;
-    if (!evaluate(dim.size, symbols, num_symbols, &want)) {
+    if (!value_of(dim.size, symbols, num_symbols, &want)) {
       return misfit(spec) + "dim " + std::to_string(d) + " is " + std::to_string(sizes[d]) +
              ", and the model's size " + dim.size.text + " cannot be computed from it" +
              symbols_of(dim.size, symbols);
@@ -411,7 +398,7 @@ std::string AotiCyShapeContract::check_dims(size_t i, const at::Tensor& t,
     const Dim& dim = spec.dims[d];
     int64_t want = 0;
     if (dim.stride.ops.empty() || sizes[d] <= 1) continue;  // as torch compares them
-    if (!evaluate(dim.stride, symbols, num_symbols, &want) || want != strides[d]) {
+    if (!value_of(dim.stride, symbols, num_symbols, &want) || want != strides[d]) {
       return misfit(spec) + "it has stride " + std::to_string(strides[d]) + " at dim " +
              std::to_string(d) + ", the model expects " + dim.stride.text +
              (dim.stride.constant() ? "" : " = " + std::to_string(want)) +
