@@ -494,19 +494,21 @@ def _split(items):
 
 
 def _input_spec(contract, index, asserted, check, slots, bound_ranges):
+    """Input ``index``'s spec (dtype, device type, size and stride trees,
+    dim bounds), or None when the contract leaves it to the model's check."""
+    if check.dtype is None or check.device_type is None:
+        contract.unchecked.append(
+            (index, "its dtype or device is not in the source: only the model's own "
+                    "per-input check applies"))
+        return None
+    spec = {"dtype": check.dtype, "device_type": check.device_type.upper(),
+            "sizes": [], "strides": [], "dim_bounds": []}
     if asserted is None:
-        return _inferred_spec(contract, index, check, bound_ranges)
+        return _inferred_spec(contract, index, check, bound_ranges, spec)
     sizes, strides = (_split(part) for part in asserted)
     if len(sizes) != len(strides):
         contract.unchecked.append((index, "its assertion does not parse"))
         return None
-    if check.dtype is None or check.device_type is None:
-        contract.unchecked.append(
-            (index, "its dtype or device is not in the source: the model's own per-input "
-                    "check applies, and the contract only ties its dims"))
-        return None
-    spec = {"dtype": check.dtype, "device_type": _device_name(check.device_type),
-            "sizes": [], "strides": [], "dim_bounds": []}
     for d, (size, stride) in enumerate(zip(sizes, strides)):
         spec["sizes"].append(_checked_tree(contract, index, f"dim {d}", size, slots))
         spec["strides"].append(_checked_tree(contract, index, f"stride {d}", stride, slots))
@@ -537,17 +539,17 @@ def _dim_of_binding(binding, name):
     return tree if offset == 0 else ("+", ("num", offset), tree)
 
 
-def _inferred_spec(contract, index, check, ranges):
-    """An input's spec without an assertion: static dims and strides from
-    the model's check, symbol dims from the bindings, and each other dynamic
-    dim tied to the one symbol whose range maps onto its bounds."""
-    if check.dtype is None or check.device_type is None or not check.dims:
+def _inferred_spec(contract, index, check, ranges, spec):
+    """Fill ``spec`` for an input without an assertion: static dims and
+    strides from the model's check, symbol dims from the bindings, and each
+    other dynamic dim tied to the one symbol whose range maps onto its
+    bounds."""
+    if not check.dims:
+        # No dim in the check: a 0-d input, or a rank the source does not say.
         contract.unchecked.append(
-            (index, "the source holds neither an assertion of its shape nor its dtype "
-                    "and device: only the model's own per-input check applies"))
+            (index, "the source holds no assertion of its shape and its check names no "
+                    "dim: only the model's own per-input check applies"))
         return None
-    spec = {"dtype": check.dtype, "device_type": _device_name(check.device_type),
-            "sizes": [], "strides": [], "dim_bounds": []}
     bound_here = {(b.input, b.dim): b for b in contract.bindings if b.kind == FROM_SIZE}
     loose = []
     for d in range(check.rank):
@@ -603,10 +605,6 @@ def _tie_by_bounds(contract, ranges, low, high):
     name = ("name", contract.symbols[slot])
     tree = name if a == 1 else ("*", ("num", a), name)
     return tree if b == 0 else ("+", ("num", b), tree)
-
-
-def _device_name(device_type):
-    return device_type.upper() if device_type else None
 
 
 def _checked_tree(contract, index, what, text, slots):
