@@ -49,9 +49,17 @@ extensions = [
     # dlopen/dlsym and the function table: no torch headers needed.
     Extension("aoti_cy._library", ["aoti_cy/_library.pyx"], language="c++",
               include_dirs=[CSRC]),
-    # Containers, models and the run path, with the tensor bridge.
-    CppExtension("aoti_cy.interface",
-                 ["aoti_cy/interface.pyx", "csrc/tensor_bridge.cpp"],
+    # The base of every model object: the gate and the one run path, with
+    # the tensor bridge.
+    CppExtension("aoti_cy._handle_owner",
+                 ["aoti_cy/_handle_owner.pyx", "csrc/tensor_bridge.cpp"],
+                 include_dirs=[CSRC]),
+    # ModelContainer and load().
+    CppExtension("aoti_cy.interface", ["aoti_cy/interface.pyx"], include_dirs=[CSRC]),
+    # The single-instance Model, on interface's run path.
+    CppExtension("aoti_cy._model", ["aoti_cy/_model.pyx"], include_dirs=[CSRC]),
+    # The public C API for Cython consumers (capi.pxd), with the tensor bridge.
+    CppExtension("aoti_cy.capi", ["aoti_cy/capi.pyx", "csrc/tensor_bridge.cpp"],
                  include_dirs=[CSRC]),
     # The checks every call makes: the shape contract and the model's own
     # per-input checks.

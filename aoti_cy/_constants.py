@@ -18,8 +18,8 @@ from collections import namedtuple
 import numpy
 import torch
 
-__all__ = ["ALIGNMENT", "BUFFER", "ConstantInfo", "ConstantTable", "PARAMETER",
-           "TENSOR_CONSTANT", "unset_constants", "weights_to_load"]
+__all__ = ["ALIGNMENT", "BUFFER", "ConstantInfo", "ConstantTable", "ConstantsState",
+           "PARAMETER", "TENSOR_CONSTANT", "unset_constants", "weights_to_load"]
 
 ConstantInfo = namedtuple(
     "ConstantInfo", "name original_fqn dtype from_folded type data_size")
@@ -84,6 +84,65 @@ def unset_constants(constants, names):
     """FQNs of the ``constants`` (ConstantInfo) that are not folded and whose
     internal name is not in ``names``: the ones a model still needs."""
     return [c.original_fqn for c in constants if not c.from_folded and c.name not in names]
+
+
+class ConstantsState:
+    """What a container or model knows of its constants' values.
+
+    ``constants`` (ConstantInfo per constant) and ``shapes`` come from the
+    library's description (aoti_cy._description), the same for every
+    container of the library; ``unset`` (FQNs with no value yet, e.g. a
+    package compiled without its weights) is this owner's own. Runs refuse
+    while anything is unset: the model would read through null pointers.
+    ``hint`` says how the owner's user gives values.
+    """
+
+    def __init__(self, description, device, hint):
+        self.description = description
+        self.device = device
+        self.hint = hint
+        self.unset = ()
+
+    @property
+    def constants(self):
+        return self.description.constants
+
+    @property
+    def missing(self):
+        """Whether some constant has no value: runs must refuse."""
+        return bool(self.unset)
+
+    @property
+    def folds(self):
+        """Whether the model folds constants (re-fold after new weights)."""
+        return any([c.from_folded for c in self.constants])
+
+    def fqn_to_name(self):
+        return {c.original_fqn: c.name for c in self.constants}
+
+    def note_present(self, names):
+        """Record that the constants with these internal names have values
+        (every other one that is not folded has none)."""
+        self.unset = tuple(unset_constants(self.constants, names))
+
+    def learn_shapes(self, shapes):
+        """Keep ``shapes`` (internal name -> shape of each constant with a
+        value) in the description once every constant has one: shapes are
+        fixed at compile time. Returns the table for them."""
+        if self.description.shapes is None and not unset_constants(self.constants, shapes):
+            self.description.shapes = shapes
+        return ConstantTable(self.constants, shapes, self.device)
+
+    def table(self):
+        """The ConstantTable that checks values, with the shapes known."""
+        return ConstantTable(self.constants, self.description.shapes or {}, self.device)
+
+    def missing_message(self, owner):
+        names = list(self.unset)
+        shown = ", ".join(map(repr, names[:6])) + (
+            f" and {len(names) - 6} more" if len(names) > 6 else "")
+        return (f"this {owner} has no value yet for {len(names)} constants ({shown}): "
+                f"its package holds no weights; give them first ({self.hint})")
 
 
 class ConstantTable:

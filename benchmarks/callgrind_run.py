@@ -1,16 +1,21 @@
-"""Instructions per call of aoti_cy's `run` (or `model(*args)`), counted by
-callgrind: repeatable where wall time on a shared machine is not.
+"""Instructions per call of aoti_cy's `run`, `model(*args)` or the C API's
+`run_handles`, counted by callgrind: repeatable where wall time on a shared
+machine is not.
 
     ATEN_CPU_CAPABILITY=default PYTHONHASHSEED=0 valgrind --tool=callgrind \\
         --callgrind-out-file=cg.out python benchmarks/callgrind_run.py run 5000
-    callgrind_annotate --inclusive=yes cg.out | grep 'ModelContainer_[0-9]*run('
+    callgrind_annotate --inclusive=yes --auto=no --threshold=100 cg.out \\
+        | grep -E 'ModelContainer_[0-9]+run\(|_[0-9]+__call__\(|[0-9]run_handles\('
 
-then divide the wrapper's inclusive count by the calls (``5000 + 200`` warm-up).
+then divide the entry's inclusive count by the calls (``5000 + 200``
+warm-up). ``run_handles`` is driven by ``floor/nogil_loop.pyx`` (build it
+once outside valgrind: ``python benchmarks/callgrind_run.py run_handles 1``).
 The model is compiled for AVX2 at most, kernels and wrapper alike
 (``cpp.march`` and ``cpp.simdlen``): valgrind 3.19 cannot decode the AVX-512
 code inductor otherwise picks on a machine that has it.
 """
 
+import os
 import sys
 
 import torch
@@ -33,6 +38,10 @@ def main():
         run, inputs = model.run, list(args)
         for _ in range(WARMUP + calls):
             run(inputs)
+    elif how == "run_handles":
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor"))
+        import build
+        build.build_nogil_loop().run_loop(model, list(args), WARMUP + calls)
     else:
         for _ in range(WARMUP + calls):
             model(*args)

@@ -1,10 +1,11 @@
-"""The public C API (interface.pxd) cannot change without a version bump.
+"""The public C API (capi.pxd) cannot change without a version bump, and
+holds no layout.
 
 Consumers compiled against aoti_cy bind its C functions by name and signature
-and lay out its classes as the .pxd declared them. This test compares what the
-built module exports with tests/capi_snapshot.json and fails when they differ
-while AOTI_CY_CAPI_VERSION stayed the same. After a deliberate change: bump
-the version in aoti_cy/interface.pxd, rebuild, and run
+(Cython's __pyx_capi__). This test compares what the built module exports
+with tests/capi_snapshot.json and fails when they differ while
+AOTI_CY_CAPI_VERSION stayed the same. After a deliberate change: bump the
+version in aoti_cy/capi.pxd, rebuild, and run
 ``python tests/test_capi.py --update``.
 """
 
@@ -14,55 +15,35 @@ import os
 import re
 import sys
 
-import aoti_cy
-from aoti_cy import interface
+from aoti_cy import capi, interface
 
 SNAPSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "capi_snapshot.json")
-PXD = os.path.join(os.path.dirname(os.path.abspath(interface.__file__)), "interface.pxd")
+PACKAGE = os.path.dirname(os.path.abspath(capi.__file__))
 
 _get_name = ctypes.pythonapi.PyCapsule_GetName
 _get_name.restype = ctypes.c_char_p
 _get_name.argtypes = [ctypes.py_object]
 
 
-def _pxd_text():
-    """interface.pxd without its comments."""
-    with open(PXD) as f:
+def _pxd_text(name):
+    """A .pxd of the package without its comments."""
+    with open(os.path.join(PACKAGE, name)) as f:
         return re.sub(r"#[^\n]*", "", f.read())
 
 
-def _declared_fields():
-    """Class name -> its `cdef` field declarations, in order, from the .pxd."""
-    fields, current = {}, None
-    for line in _pxd_text().splitlines():
-        line = line.rstrip()
-        match = re.match(r"cdef class (\w+)", line)
-        if match:
-            current = fields.setdefault(match.group(1), [])
-        elif current is not None and line.startswith("    cdef "):
-            current.append(" ".join(line.split()[1:]))
-        elif line and not line.startswith(" "):
-            current = None
-    return fields
-
-
 def _declared_functions():
-    """The module-level function declarations of the .pxd (exception
-    specifications and nogil are not in the exported signatures)."""
-    text = _pxd_text()
-    return sorted(" ".join(match.split())
-                  for match in re.findall(r"^cdef (?!class|enum)[^\n]*\([^)]*\)[^\n]*", text, re.M))
+    """The function declarations of capi.pxd (exception specifications and
+    nogil are not in the exported signatures)."""
+    return sorted(" ".join(match.split()) for match in re.findall(
+        r"^cdef (?!class|enum|extern)[^\n]*\([^)]*\)[^\n]*", _pxd_text("capi.pxd"), re.M))
 
 
 def current_api():
     return {
-        "version": interface.CAPI_VERSION,
+        "version": capi.CAPI_VERSION,
         "declarations": _declared_functions(),
         "functions": {name: _get_name(capsule).decode()
-                      for name, capsule in sorted(interface.__pyx_capi__.items())},
-        "classes": {name: {"fields": fields,
-                           "basicsize": getattr(interface, name).__basicsize__}
-                    for name, fields in sorted(_declared_fields().items())},
+                      for name, capsule in sorted(capi.__pyx_capi__.items())},
     }
 
 
@@ -72,26 +53,37 @@ def test_public_c_api_matches_its_snapshot():
     current = current_api()
     if current == snapshot:
         return
-    changed = sorted(key for key in ("declarations", "functions", "classes")
+    changed = sorted(key for key in ("declarations", "functions")
                      if current[key] != snapshot[key])
     if current["version"] == snapshot["version"]:
         raise AssertionError(
             f"the public C API ({', '.join(changed)}) changed but "
             f"AOTI_CY_CAPI_VERSION is still {current['version']}: already-built "
-            f"consumers would break. Bump it in aoti_cy/interface.pxd, rebuild, "
+            f"consumers would break. Bump it in aoti_cy/capi.pxd, rebuild, "
             f"and run `python tests/test_capi.py --update`")
     raise AssertionError("AOTI_CY_CAPI_VERSION changed: refresh the snapshot with "
                          "`python tests/test_capi.py --update`")
 
 
-def test_the_api_is_functions_and_no_methods():
-    # Consumers must not reach anything through a vtable: a cdef method
-    # would be called by position in it.
-    text = _pxd_text()
-    assert not re.search(r"^    cdef [^=\n]*\(", text, re.M), "cdef method in interface.pxd"
-    assert {"run_handles", "capi_version", "handle_from_tensor", "tensor_from_handle",
-            "new_handle_ref", "free_handles"} <= set(interface.__pyx_capi__)
-    assert aoti_cy.interface.CAPI_VERSION >= 2
+def test_the_public_face_holds_no_layout():
+    # No class, no field, no method: a container is an opaque pointer, so
+    # aoti_cy's classes can change without touching a consumer.
+    text = _pxd_text("capi.pxd")
+    assert not re.search(r"^cdef class|^    cdef ", text, re.M)
+    assert "ctypedef struct Container" in text
+    assert not re.search(r"libcpp|cppclass", text)     # consumers may compile as C
+    for cimported in re.findall(r"^from (\S+) cimport", text, re.M):
+        assert cimported == "aoti_cy.includes.handles", cimported
+    assert "libcpp" not in _pxd_text(os.path.join("includes", "handles.pxd"))
+    assert set(capi.__pyx_capi__) == {
+        "capi_version", "container_of", "num_inputs", "num_outputs", "run_handles",
+        "handle_from_tensor", "tensor_from_handle", "new_handle_ref", "free_handles"}
+
+
+def test_the_classes_module_exports_no_c_functions():
+    # interface.pxd is aoti_cy's own: nothing of it is bound by consumers.
+    assert not getattr(interface, "__pyx_capi__", {})
+    assert "AOTI_CY_CAPI_VERSION" not in _pxd_text("interface.pxd")
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--update"]:

@@ -1,7 +1,9 @@
 """A consumer extension built against the installed aoti_cy cimports it and
-runs a model inside `with nogil:`."""
+runs a model inside `with nogil:`; one built against an older C API fails to
+import, clearly."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,32 +12,66 @@ import pytest
 import torch
 
 import aoti_cy
+from aoti_cy import capi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SETUP = """
 from setuptools import setup
 from Cython.Build import cythonize
-import aoti_cy
-setup(ext_modules=cythonize("consumer.pyx", include_path=[aoti_cy.get_include()],
-                            compiler_directives={"language_level": 3}))
+setup(ext_modules=cythonize({source!r}, include_path=[{include!r}],
+                            compiler_directives={{"language_level": 3}}))
 """
+
+
+def _build(folder, source, include):
+    """Build ``source`` (a .pyx in tests/cython_consumer) in ``folder`` with
+    ``include`` as its cimport path; return the folder."""
+    shutil.copy(os.path.join(HERE, "cython_consumer", source), folder)
+    (folder / "setup.py").write_text(
+        SETUP.format(source=os.path.basename(source), include=include))
+    done = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"],
+                          cwd=folder, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return folder
 
 
 @pytest.fixture(scope="module")
 def consumer(tmp_path_factory):
-    build = tmp_path_factory.mktemp("consumer")
-    shutil.copy(os.path.join(HERE, "cython_consumer", "consumer.pyx"), build)
-    (build / "setup.py").write_text(SETUP)
-    done = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"],
-                          cwd=build, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    build = _build(tmp_path_factory.mktemp("consumer"), "consumer.pyx", aoti_cy.get_include())
+    # Plain C: the public API needs no C++ (no libcpp, no C++ bool).
+    assert not list(build.glob("consumer.cpp")) and list(build.glob("consumer.c"))
     sys.path.insert(0, str(build))
     try:
         import consumer
         yield consumer
     finally:
         sys.path.remove(str(build))
+
+
+def test_consumer_of_an_older_c_api_fails_to_import_clearly(tmp_path):
+    # Built against the .pxd files of C API version 2 (which declared the
+    # classes' fields), imported beside this aoti_cy: a clear ImportError,
+    # not a call into a layout that no longer exists.
+    build = _build(tmp_path, os.path.join("capi_v2", "old_consumer.pyx"),
+                   os.path.join(HERE, "cython_consumer", "capi_v2"))
+    done = subprocess.run(
+        [sys.executable, "-c", "import old_consumer"], cwd=build,
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [aoti_cy.get_include(), os.environ.get("PYTHONPATH", "")])))
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert re.search(r"(ImportError|ValueError): .*aoti_cy\.interface", done.stderr), \
+        done.stderr[-2000:]
+    assert "Segmentation" not in done.stderr and "Traceback" in done.stderr
+
+
+def test_container_of_refuses_what_is_not_a_container(consumer, package):
+    for wrong in (None, 3, torch.zeros(2)):
+        with pytest.raises(TypeError, match="expected an aoti_cy.ModelContainer"):
+            consumer.run_nogil(wrong, [torch.zeros(8)], 1)
+    with aoti_cy.load(package("add_one")) as model:
+        assert consumer.counts(model) == (model.num_inputs, model.num_outputs) == (1, 1)
 
 
 def test_consumer_runs_model_without_the_gil(consumer, package):
@@ -66,7 +102,7 @@ def test_consumer_inputs_are_checked_without_the_gil(consumer, package):
 
 def test_consumer_sees_the_c_api_version_it_was_built_for(consumer):
     compiled_against, loaded = consumer.versions()
-    assert compiled_against == loaded == aoti_cy.interface.CAPI_VERSION
+    assert compiled_against == loaded == capi.CAPI_VERSION == 3
 
 
 @pytest.mark.cuda

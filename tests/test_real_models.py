@@ -164,6 +164,29 @@ def test_batch_one_and_other_sizes_of_a_dynamic_model():
                 model.run(list(args))
 
 
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+def test_single_instance_model_describes_and_calls_like_the_container(name):
+    # One description per library: the same names, spec and constants, and
+    # the same call as the exported module (pytree in and out).
+    real = REAL_MODELS[name]
+    path = real.package(**UPDATABLE)
+    theirs = torch._inductor.aoti_load_package(path)
+    with aoti_cy.load(path) as container, aoti_cy.Model(path) as single:
+        for attribute in ("input_names", "output_names", "num_inputs", "num_outputs",
+                          "call_spec", "device", "constants", "constant_fqns"):
+            assert getattr(single, attribute) == getattr(container, attribute), attribute
+        assert single.device == torch.device("cpu") and single.num_inputs >= 1
+        for seed in (1, 7):
+            args, kwargs = real.call(seed=seed)
+            want = eager_output(real, real.eager(), args, kwargs)
+            assert_close(real.output(single(*args, **kwargs)), want)
+            assert_close(real.output(single(*args, **kwargs)),
+                         real.output(theirs(*args, **kwargs)))
+            assert_close(single.run(flat_tensors(args, kwargs)), want)
+    with pytest.raises(RuntimeError, match="this Model is closed"):
+        single(*real.call()[0], **real.call()[1])
+
+
 def test_pickle_weights_package():
     real = REAL_MODELS["vit"]
     path = real.package(**UPDATABLE, **PICKLED)

@@ -103,9 +103,9 @@ def test_run_handles_checks_the_contract_without_the_gil(consumer):
     with aoti_cy.load(contract_models.tied_pair()) as model:
         with pytest.raises(ValueError, match=r"input 1 .* dim 1 is 10, but input 0 .* dim 1 "
                                              r"is 9: both are"):
-            consumer.run_once_nogil(model, [torch.randn(2, 9), torch.randn(2, 10)], 1)
+            consumer.run_once_nogil(model, [torch.randn(2, 9), torch.randn(2, 10)])
         a, b = torch.randn(3, 4), torch.randn(3, 4)
-        torch.testing.assert_close(consumer.run_once_nogil(model, [a, b], 1)[0], a * 2 + b)
+        torch.testing.assert_close(consumer.run_once_nogil(model, [a, b])[0], a * 2 + b)
 
 
 # ---- derived dims -------------------------------------------------------------

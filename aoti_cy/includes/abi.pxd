@@ -3,36 +3,17 @@
 #
 # Nothing here is linked: every entry point lives in a model `.so` and is
 # resolved with dlsym into `aoti_cy._library.AOTIFunctions`. The types are
-# declared in Cython (not through the torch header) so that consumers of
-# the public .pxd need no torch include path.
+# declared in Cython (not through the torch header): the opaque handles in
+# handles.pxd, plain C, which the public C API shares.
 
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libcpp cimport bool as cbool  # C++ bool: one byte, as the ABI expects
 
-cdef extern from * nogil:
-    """
-    /* Opaque handle types of interface.h and shim.h, as plain C. */
-    typedef struct AtenTensorOpaque AtenTensorOpaque;
-    typedef struct AOTInductorModelOpaque AOTInductorModelOpaque;
-    typedef struct AOTInductorModelContainerOpaque AOTInductorModelContainerOpaque;
-    typedef struct AOTInductorStreamOpaque AOTInductorStreamOpaque;
-    typedef struct AOTInductorConstantMap AOTInductorConstantMap;
-    typedef struct AOTIProxyExecutorOpaque AOTIProxyExecutorOpaque;
-    """
-    ctypedef struct AtenTensorOpaque
-    ctypedef struct AOTInductorModelOpaque
-    ctypedef struct AOTInductorModelContainerOpaque
-    ctypedef struct AOTInductorStreamOpaque
-    ctypedef struct AOTInductorConstantMap
-    ctypedef struct AOTIProxyExecutorOpaque
+from aoti_cy.includes.handles cimport (
+    AOTIProxyExecutorHandle, AOTInductorConstantMapHandle, AOTInductorModelContainerHandle,
+    AOTInductorModelHandle, AOTInductorStreamHandle, AtenTensorHandle)
 
 ctypedef int32_t AOTIRuntimeError
-ctypedef AtenTensorOpaque* AtenTensorHandle
-ctypedef AOTInductorModelOpaque* AOTInductorModelHandle
-ctypedef AOTInductorModelContainerOpaque* AOTInductorModelContainerHandle
-ctypedef AOTInductorStreamOpaque* AOTInductorStreamHandle
-ctypedef AOTInductorConstantMap* AOTInductorConstantMapHandle
-ctypedef AOTIProxyExecutorOpaque* AOTIProxyExecutorHandle
 
 cdef enum:
     AOTI_RUNTIME_SUCCESS = 0

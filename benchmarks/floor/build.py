@@ -46,8 +46,8 @@ def build_nogil_loop():
     os.makedirs(out_dir, exist_ok=True)
     source = os.path.join(HERE, "nogil_loop.pyx")
     built = [f for f in os.listdir(out_dir) if f.startswith("nogil_loop.") and f.endswith(".so")]
-    # Rebuilt whenever aoti_cy's declarations or build change: the loop is
-    # compiled against their struct layouts.
+    # Rebuilt whenever aoti_cy's declarations or build change: the loop binds
+    # its C API by signature.
     import glob
     import aoti_cy
     package = os.path.dirname(aoti_cy.__file__)

@@ -1,0 +1,1 @@
+from aoti_cy.interface import Model as Model
