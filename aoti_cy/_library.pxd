@@ -74,6 +74,8 @@ cdef class ModelLibrary:
     cdef const InputCheckFn* input_checks(self, size_t num_inputs) except? NULL
 
 
+# Kept for callers not yet on aoti_cy._device (current_stream, enter_device,
+# leave_device), which they call through.
 cdef int current_cuda_stream(int device_index, void** stream) except -1 nogil
 cdef int enter_cuda_device(int device_index, void** guard) except -1 nogil
 cdef void leave_cuda_device(void* guard) noexcept nogil
