@@ -49,17 +49,23 @@ extensions = [
     # dlopen/dlsym and the function table: no torch headers needed.
     Extension("aoti_cy._library", ["aoti_cy/_library.pyx"], language="c++",
               include_dirs=[CSRC]),
-    # The base of every model object: the gate and the one run path, with
-    # the tensor bridge.
-    CppExtension("aoti_cy._handle_owner",
-                 ["aoti_cy/_handle_owner.pyx", "csrc/tensor_bridge.cpp"],
+    # Where a model runs: device codes, streams, the device guard (libtorch's
+    # CUDA shim through dlsym: no torch headers needed).
+    Extension("aoti_cy._device", ["aoti_cy/_device.pyx"], language="c++",
+              include_dirs=[CSRC]),
+    # The tensor bridge, compiled here only: every other extension cimports it.
+    CppExtension("aoti_cy._tensor_bridge",
+                 ["aoti_cy/_tensor_bridge.pyx", "csrc/tensor_bridge.cpp"],
+                 include_dirs=[CSRC]),
+    # The base of every model object: the gate and the one run path.
+    CppExtension("aoti_cy._handle_owner", ["aoti_cy/_handle_owner.pyx"],
                  include_dirs=[CSRC]),
     # ModelContainer and load().
     CppExtension("aoti_cy.interface", ["aoti_cy/interface.pyx"], include_dirs=[CSRC]),
-    # The single-instance Model, on interface's run path.
+    # The single-instance Model, on the same run path.
     CppExtension("aoti_cy._model", ["aoti_cy/_model.pyx"], include_dirs=[CSRC]),
-    # The public C API for Cython consumers (capi.pxd), with the tensor bridge.
-    CppExtension("aoti_cy.capi", ["aoti_cy/capi.pyx", "csrc/tensor_bridge.cpp"],
+    # The public C API for Cython consumers (capi.pxd).
+    CppExtension("aoti_cy.capi", ["aoti_cy/capi.pyx"],
                  include_dirs=[CSRC]),
     # The checks every call makes: the shape contract and the model's own
     # per-input checks.
@@ -67,9 +73,9 @@ extensions = [
                  ["aoti_cy/_call_checks.pyx", "csrc/input_guards.cpp",
                   "csrc/shape_contract.cpp"],
                  include_dirs=[CSRC]),
-    # The constant entry points of each torch release, with the tensor bridge.
+    # The constant entry points of each torch release.
     CppExtension("aoti_cy._constant_calls",
-                 ["aoti_cy/_constant_calls.pyx", "csrc/tensor_bridge.cpp"],
+                 ["aoti_cy/_constant_calls.pyx"],
                  include_dirs=[CSRC]),
     # The proxy executor for models with fallback ops: compiled against torch.
     CppExtension("aoti_cy._proxy_executor",

@@ -1,5 +1,5 @@
 # What every call checks before it reaches a model: the input sequence, the
-# stream, the model's shape contract and its own per-input checks
+# model's shape contract and its own per-input checks
 # (csrc/shape_contract.cpp and csrc/input_guards.cpp, built into this module
 # only). Shared by ModelContainer and Model.
 
@@ -7,7 +7,6 @@ from aoti_cy.includes.abi cimport AtenTensorHandle
 from aoti_cy._library cimport ModelLibrary
 
 cdef object input_sequence(object inputs, size_t expected, tuple names)
-cdef void* stream_pointer(object stream, object device) except? NULL
 cdef void* input_guards_for(ModelLibrary library, size_t num_inputs, int cuda_index,
                             tuple names, object call_spec_text) except? NULL
 cdef void free_input_guards(void* guards) noexcept nogil

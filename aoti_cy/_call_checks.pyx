@@ -3,15 +3,16 @@
 A wrong input count or a tensor the model was not compiled for would make
 the model throw across the C ABI (aborting the process) or read out of
 bounds, so calls are checked here first: the input sequence and its length,
-the stream, and the inputs against the model's shape contract
+and the inputs against the model's shape contract
 (``csrc/shape_contract.cpp``: dtype, device, every size and stride as an
 expression of size symbols shared across inputs, symbol ranges) and, for any
 input the contract does not cover, the model's own generated check
-(``csrc/input_guards.cpp``), without the GIL.
+(``csrc/input_guards.cpp``), without the GIL. The stream is read by
+``aoti_cy._device.stream_pointer``.
 """
 
 from cpython.sequence cimport PySequence_Fast
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 import os
@@ -41,27 +42,6 @@ cdef object input_sequence(object inputs, size_t expected, tuple names):
     if <size_t>len(inputs) != expected:
         raise ValueError(f"the model takes {expected} inputs {names}, got {len(inputs)}")
     return inputs
-
-
-cdef void* stream_pointer(object stream, object device) except? NULL:
-    """A raw stream from an int, a torch.cuda.Stream (or anything with a
-    ``cuda_stream`` attribute), or NULL for None. A stream object of another
-    GPU than ``device`` (a CUDA model's) is refused: the runtime could only
-    fail on it with a CUDA error."""
-    if stream is None:
-        return NULL
-    if isinstance(stream, int):
-        return <void*><uintptr_t>stream
-    try:
-        raw = stream.cuda_stream
-    except AttributeError:
-        raise TypeError(
-            f"stream must be a torch.cuda.Stream, an int or None, got "
-            f"{type(stream).__name__}") from None
-    where = getattr(stream, "device", None)
-    if device.type == "cuda" and where is not None and where != device:
-        raise ValueError(f"the stream is on {where} but the model runs on {device}")
-    return <void*><uintptr_t>raw
 
 
 def input_labels(tuple names, object call_spec_text):

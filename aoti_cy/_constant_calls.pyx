@@ -18,9 +18,8 @@ from aoti_cy.includes.abi cimport (
     AOTIRuntimeError, AOTInductorConstantMapEntry, AOTInductorConstantMapHandle,
     AOTInductorModelContainerHandle, AOTInductorModelHandle, AtenTensorHandle,
     ContainerUpdateMapFn, ContainerUpdatePairsFn)
-from aoti_cy.includes.bridge cimport (
-    aoti_cy_dtype_from_scalar_type, aoti_cy_free_handles, aoti_cy_handle_from_tensor,
-    aoti_cy_tensor_from_borrowed_handle)
+from aoti_cy._tensor_bridge cimport (
+    dtype_from_scalar_type, free_handles, handle_from_tensor, tensor_from_borrowed_handle)
 from aoti_cy._library cimport ModelLibrary
 
 from aoti_cy._constants import ConstantInfo
@@ -59,7 +58,7 @@ cdef tuple read_constant_infos(ModelLibrary lib, AOTInductorModelContainerHandle
                       "AOTInductorModelContainerGetConstantDataSize")
             size_value = data_size
         infos.append(ConstantInfo(
-            _decode(name), _decode(fqn), aoti_cy_dtype_from_scalar_type(dtype),
+            _decode(name), _decode(fqn), dtype_from_scalar_type(dtype),
             bool(from_folded), kind_value, size_value))
     return tuple(infos)
 
@@ -74,10 +73,10 @@ cdef int _fill_pairs(vector[AOTInductorConstantMapEntry]& pairs, list encoded,
     try:
         for i, tensor in enumerate(values.values()):
             pairs[i].name = <const char*>(<bytes>encoded[i])
-            pairs[i].handle = aoti_cy_handle_from_tensor(tensor)
+            pairs[i].handle = handle_from_tensor(tensor)
     except BaseException:
         for i in range(count):
-            aoti_cy_free_handles(&pairs[i].handle, 1)
+            free_handles(&pairs[i].handle, 1)
         raise
     return 0
 
@@ -100,7 +99,7 @@ cdef dict extract_constants(ModelLibrary lib, AOTInductorModelContainerHandle ha
                 handle, &entries, &count, inactive)
         lib.check(status, "AOTInductorModelContainerExtractConstantsMapEntries")
         for i in range(count):
-            result[_decode(entries[i].name)] = aoti_cy_tensor_from_borrowed_handle(
+            result[_decode(entries[i].name)] = tensor_from_borrowed_handle(
                 entries[i].handle)
     else:
         lib.require(<void*>lib.fn.container_extract_constants_map,
@@ -111,7 +110,7 @@ cdef dict extract_constants(ModelLibrary lib, AOTInductorModelContainerHandle ha
         lib.check(status, "AOTInductorModelContainerExtractConstantsMap")
         for item in constant_map:
             result[item.first.decode("utf-8", "replace")] = \
-                aoti_cy_tensor_from_borrowed_handle(item.second)
+                tensor_from_borrowed_handle(item.second)
     if copy:
         result = {k: t.clone() for k, t in result.items()}
     return result
@@ -171,7 +170,7 @@ cdef update_constants(ModelLibrary lib, AOTInductorModelContainerHandle handle,
     finally:
         # Copies and user-managed entries both take their own reference.
         for i in range(count):
-            aoti_cy_free_handles(&pairs[i].handle, 1)
+            free_handles(&pairs[i].handle, 1)
 
 
 cdef unsigned long long constants_blob_size(
@@ -249,7 +248,7 @@ cdef AOTInductorModelContainerHandle create_over_constants(
                 &handle, num_models, device, cubin_dir, pairs.data(), count)
     finally:
         for i in range(count):
-            aoti_cy_free_handles(&pairs[i].handle, 1)
+            free_handles(&pairs[i].handle, 1)
     lib.check(status, "AOTInductorModelContainerCreateWithExternalConstants")
     return handle
 

@@ -13,25 +13,19 @@ cimport cython
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast_ITEMS
 
-import numpy
-
 from aoti_cy.includes.abi cimport (
     AOTI_RUNTIME_FAILURE, AOTI_RUNTIME_SUCCESS, AOTIRuntimeError, AtenTensorHandle)
-from aoti_cy.includes.bridge cimport (
-    AOTI_CY_DEVICE_CUDA, AotiCyDevice, AotiCyRunBuffers, aoti_cy_accept_arrays_of,
-    aoti_cy_drop_refs, aoti_cy_free_handles, aoti_cy_handles_from_tensors,
-    aoti_cy_list_from_handles, aoti_cy_tuple_from_handles)
+from aoti_cy.includes.bridge cimport AotiCyDevice, AotiCyRunBuffers
+cimport aoti_cy._tensor_bridge as bridge
 from aoti_cy.includes.run_gate cimport (
     aoti_cy_gate_close_and_drain, aoti_cy_gate_enter, aoti_cy_gate_is_closed,
     aoti_cy_gate_leave, aoti_cy_gate_set_closed)
 from aoti_cy._call_checks cimport (
-    check_input_handles, free_input_guards, input_guards_for, input_sequence,
-    stream_pointer)
-from aoti_cy._library cimport current_cuda_stream, enter_cuda_device, leave_cuda_device
+    check_input_handles, free_input_guards, input_guards_for, input_sequence)
+from aoti_cy._device cimport (
+    AOTI_CY_DEVICE_CUDA, current_stream, enter_device, leave_device, stream_pointer)
 
 from aoti_cy._call import OUT_LEAF, OUT_TUPLE
-
-aoti_cy_accept_arrays_of(<PyObject*>numpy.ndarray)
 
 # _call's output kinds as C ints: compared on every model(...) call.
 cdef int _OUT_TUPLE = OUT_TUPLE
@@ -249,7 +243,7 @@ cdef class _HandleOwner:
         buffers.reserve(num_inputs, num_outputs)
         device.type = self._device_type
         device.index = self._device_index
-        aoti_cy_handles_from_tensors(
+        bridge.handles_from_tensors(
             PySequence_Fast_ITEMS(inputs), num_inputs, buffers.inputs, device,
             <PyObject*>self._input_names, buffers.keepalive)
         try:
@@ -257,11 +251,11 @@ cdef class _HandleOwner:
                 self.invoke(buffers.inputs, num_inputs, buffers.outputs, num_outputs,
                             raw_stream, single_threaded)
         finally:
-            # Dropped here, with the GIL: see aoti_cy_handles_from_tensors.
-            aoti_cy_drop_refs(buffers.keepalive, num_inputs)
+            # Dropped here, with the GIL: see csrc/tensor_bridge.h.
+            bridge.drop_refs(buffers.keepalive, num_inputs)
         if as_tuple:
-            return aoti_cy_tuple_from_handles(buffers.outputs, num_outputs)
-        return aoti_cy_list_from_handles(buffers.outputs, num_outputs)
+            return bridge.tuple_from_handles(buffers.outputs, num_outputs)
+        return bridge.list_from_handles(buffers.outputs, num_outputs)
 
     cdef int invoke(self, AtenTensorHandle* inputs, size_t count_in,
                     AtenTensorHandle* outputs, size_t count_out, void* stream,
@@ -282,18 +276,18 @@ cdef class _HandleOwner:
                 check_input_handles(self._input_guards, inputs, count_in)
             if self._device_type == AOTI_CY_DEVICE_CUDA:
                 if stream == NULL:
-                    current_cuda_stream(self._device_index, &stream)
-                enter_cuda_device(self._device_index, &device_guard)
+                    current_stream(self._device_index, &stream)
+                enter_device(self._device_type, self._device_index, &device_guard)
             self.enter()
             status = self.call_entry(inputs, outputs, stream, single_threaded)
             self.leave()
             called = True
         finally:
-            leave_cuda_device(device_guard)
+            leave_device(device_guard)
             if status != AOTI_RUNTIME_SUCCESS:
                 # The model nulls each input handle it takes; free the rest.
-                aoti_cy_free_handles(inputs, count_in)
-                aoti_cy_free_handles(outputs, count_out)
+                bridge.free_handles(inputs, count_in)
+                bridge.free_handles(outputs, count_out)
         if called and status != AOTI_RUNTIME_SUCCESS:
             self.raise_failure(status, self.entry_name(single_threaded))
         return 0

@@ -72,8 +72,3 @@ cdef class ModelLibrary:
     cdef int require(self, const void* entry, const char* symbol) except -1
     cdef int check(self, AOTIRuntimeError status, const char* function) except -1 nogil
     cdef const InputCheckFn* input_checks(self, size_t num_inputs) except? NULL
-
-
-cdef int current_cuda_stream(int device_index, void** stream) except -1 nogil
-cdef int enter_cuda_device(int device_index, void** guard) except -1 nogil
-cdef void leave_cuda_device(void* guard) noexcept nogil

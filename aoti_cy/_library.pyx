@@ -21,13 +21,13 @@ import weakref
 from libcpp.vector cimport vector
 from posix.dlfcn cimport dlopen, dlsym, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL
 
+
 from aoti_cy.errors import AOTIError, MissingSymbolError, PackageError
 from aoti_cy._elf import (asks_for_executable_stack, check_elf, input_check_offsets,
                           stack_flags, stack_text)
 from aoti_cy._package import _remove_private_dir, private_library_copy
 
 cdef extern from "<dlfcn.h>" nogil:
-    enum: RTLD_NOLOAD
     enum: RTLD_DI_LINKMAP
     int dlinfo(void* handle, int request, void* info)
 
@@ -352,64 +352,3 @@ def open_library(path, *, allow_executable_stack=False):
                 f"{path} changed on disk while the previous version is still "
                 f"loaded; close every container made from it first")
         return library
-
-
-# libtorch's CUDA shim: it lives in libtorch_cuda.so, which torch has loaded
-# already when CUDA is in use; resolved on first need, all or nothing.
-cdef struct CudaShim:
-    GetCurrentCudaStreamFn get_current_stream
-    CreateCudaGuardFn create_guard
-    DeleteCudaGuardFn delete_guard
-
-cdef CudaShim _cuda_shim
-
-
-cdef int _resolve_cuda_shim() except -1 nogil:
-    global _cuda_shim
-    cdef void* torch_cuda = dlopen("libtorch_cuda.so", RTLD_NOW | RTLD_NOLOAD)
-    cdef CudaShim found
-    if torch_cuda != NULL:
-        found.get_current_stream = <GetCurrentCudaStreamFn>dlsym(
-            torch_cuda, "aoti_torch_get_current_cuda_stream")
-        found.create_guard = <CreateCudaGuardFn>dlsym(torch_cuda, "aoti_torch_create_cuda_guard")
-        found.delete_guard = <DeleteCudaGuardFn>dlsym(torch_cuda, "aoti_torch_delete_cuda_guard")
-        dlclose(torch_cuda)  # drops only the reference RTLD_NOLOAD took
-        if (found.get_current_stream != NULL and found.create_guard != NULL
-                and found.delete_guard != NULL):
-            _cuda_shim = found   # a plain store of pointers: racing resolvers agree
-            return 0
-    with gil:
-        raise RuntimeError(
-            "cannot find aoti_torch_get_current_cuda_stream / aoti_torch_create_cuda_guard "
-            "in libtorch_cuda.so: this torch has no CUDA support loaded")
-
-
-cdef int current_cuda_stream(int device_index, void** stream) except -1 nogil:
-    """The current CUDA stream of ``device_index``, as torch sees it."""
-    if _cuda_shim.delete_guard == NULL:
-        _resolve_cuda_shim()
-    if _cuda_shim.get_current_stream(device_index, stream) != 0:
-        with gil:
-            raise RuntimeError(
-                f"aoti_torch_get_current_cuda_stream failed for cuda:{device_index}")
-    return 0
-
-
-cdef int enter_cuda_device(int device_index, void** guard) except -1 nogil:
-    """Make ``device_index`` the current CUDA device until leave_cuda_device.
-    A model's run creates its completion event, and its runtime allocates
-    constant buffers, on the *current* device: on another GPU than the
-    model's, the run fails and new weights land on the wrong GPU."""
-    if _cuda_shim.delete_guard == NULL:
-        _resolve_cuda_shim()
-    guard[0] = NULL
-    if _cuda_shim.create_guard(device_index, guard) != 0:
-        with gil:
-            raise RuntimeError(f"aoti_torch_create_cuda_guard failed for cuda:{device_index}")
-    return 0
-
-
-cdef void leave_cuda_device(void* guard) noexcept nogil:
-    """Put back the device current before enter_cuda_device."""
-    if guard != NULL:
-        _cuda_shim.delete_guard(guard)

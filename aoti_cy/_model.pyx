@@ -16,9 +16,9 @@ import torch
 from aoti_cy.includes.abi cimport (
     AOTI_RUNTIME_FAILURE, AOTI_RUNTIME_SUCCESS, AOTIRuntimeError, AOTInductorModelHandle,
     AtenTensorHandle)
-from aoti_cy.includes.bridge cimport AOTI_CY_DEVICE_CPU
 from aoti_cy.includes.run_gate cimport aoti_cy_gate_set_closed
 from aoti_cy._constant_calls cimport update_model_constants
+from aoti_cy._device cimport AOTI_CY_DEVICE_CPU
 from aoti_cy._library cimport ModelLibrary
 from aoti_cy._handle_owner cimport _HandleOwner
 

@@ -1,8 +1,7 @@
 """What the torch-compatible entry points share: the ``check_inputs``
-default, the count of containers they build, torch's error forms, and
-torch's stream handles."""
+default, the count of containers they build and torch's error forms
+(torch's stream handles are read by ``aoti_cy._device.stream_address``)."""
 
-import ctypes
 import os
 import threading
 
@@ -88,24 +87,6 @@ def update_constant_buffer(container, tensor_map, use_inactive, validate_full_up
             validate_full_update=bool(validate_full_updates), user_managed=bool(user_managed))
     except ValueError as e:
         raise as_runtime_error(e) from None
-
-
-def stream_pointer(stream_handle):
-    """torch passes a stream as a PyCapsule around ``cudaStream_t``; aoti_cy
-    takes an int or a ``torch.cuda.Stream``: accept all three (and None)."""
-    if stream_handle is None or isinstance(stream_handle, int) or hasattr(
-            stream_handle, "cuda_stream"):
-        return stream_handle
-    if type(stream_handle).__name__ == "PyCapsule":
-        api = ctypes.pythonapi
-        api.PyCapsule_GetName.restype = ctypes.c_char_p
-        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-        name = api.PyCapsule_GetName(stream_handle)
-        return api.PyCapsule_GetPointer(stream_handle, name) or 0
-    raise TypeError(f"stream_handle must be a PyCapsule, a torch.cuda.Stream, an int or "
-                    f"None, got {type(stream_handle).__name__}")
 
 
 def cuda_unavailable(device, path):

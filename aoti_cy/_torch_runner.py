@@ -9,9 +9,10 @@ import os
 
 import torch
 
+from aoti_cy._device import stream_address
 from aoti_cy._proxy_executor import executor_for
 from aoti_cy._torch_common import (as_runtime_error, count_container, cuda_unavailable,
-                                   resolve_check_inputs, stream_pointer, update_constant_buffer)
+                                   resolve_check_inputs, update_constant_buffer)
 from aoti_cy.errors import (ArgumentRuntimeError, PackageNotFoundRuntimeError,
                             PackageRuntimeError)
 from aoti_cy.interface import ModelContainer
@@ -89,8 +90,8 @@ class _Runner:
     def run(self, inputs, stream_handle=None):
         """Run on a sequence of tensors (the model's flat inputs); return a
         list of tensors."""
-        stream = None if stream_handle is None else stream_pointer(stream_handle)
         try:
+            stream = stream_address(stream_handle, self._container.device)
             if self._single_threaded:
                 return self._container.run_single_threaded(inputs, stream)
             return self._container.run(inputs, stream)
@@ -146,7 +147,7 @@ class _Runner:
     def run_const_fold(self, use_inactive, stream_handle=None):
         """Run the model's constant folding on the active (or inactive)
         buffer: after an update of constants that folded ones derive from."""
-        stream = None if stream_handle is None else stream_pointer(stream_handle)
+        stream = stream_address(stream_handle, self._container.device)
         self._container.run_constant_folding(use_inactive=bool(use_inactive), stream=stream)
 
     def swap_constant_buffer(self):

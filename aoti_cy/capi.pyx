@@ -5,9 +5,7 @@ against aoti_cy's object layout."""
 
 from cpython.object cimport PyObject
 
-from aoti_cy.includes.bridge cimport (
-    aoti_cy_free_handles, aoti_cy_handle_from_tensor, aoti_cy_new_handle_ref,
-    aoti_cy_tensor_from_handle)
+cimport aoti_cy._tensor_bridge as bridge
 from aoti_cy.interface cimport ModelContainer
 
 CAPI_VERSION = AOTI_CY_CAPI_VERSION
@@ -36,7 +34,7 @@ cdef int run_handles(Container* container,
                      AtenTensorHandle* outputs, size_t count_out,
                      void* stream) except -1 nogil:
     if container == NULL:
-        aoti_cy_free_handles(inputs, count_in)
+        bridge.free_handles(inputs, count_in)
         with gil:
             raise TypeError("run_handles needs a container, got NULL")
     return (<ModelContainer><PyObject*>container).invoke(
@@ -44,16 +42,16 @@ cdef int run_handles(Container* container,
 
 
 cdef AtenTensorHandle handle_from_tensor(object tensor) except NULL:
-    return aoti_cy_handle_from_tensor(tensor)
+    return bridge.handle_from_tensor(tensor)
 
 
 cdef object tensor_from_handle(AtenTensorHandle handle):
-    return aoti_cy_tensor_from_handle(handle)
+    return bridge.tensor_from_handle(handle)
 
 
 cdef AtenTensorHandle new_handle_ref(AtenTensorHandle handle) noexcept nogil:
-    return aoti_cy_new_handle_ref(handle)
+    return bridge.new_handle_ref(handle)
 
 
 cdef void free_handles(AtenTensorHandle* handles, size_t count) noexcept nogil:
-    aoti_cy_free_handles(handles, count)
+    bridge.free_handles(handles, count)

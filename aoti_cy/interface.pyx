@@ -25,21 +25,20 @@ from libcpp cimport bool as cbool
 
 import threading
 
-import torch
 
 from aoti_cy.includes.abi cimport (
     AOTI_RUNTIME_FAILURE, AOTI_RUNTIME_SUCCESS, AOTIProxyExecutorHandle, AOTIRuntimeError,
     AOTInductorModelContainerHandle, AOTInductorStreamHandle, AtenTensorHandle,
     ContainerActionFn, ContainerGetNameFn, ContainerGetSizeFn, ContainerRunFn)
-from aoti_cy.includes.bridge cimport AOTI_CY_DEVICE_CPU, AOTI_CY_DEVICE_CUDA
 from aoti_cy.includes.run_gate cimport aoti_cy_gate_set_closed
-from aoti_cy._call_checks cimport stream_pointer
 from aoti_cy._constant_calls cimport (
     constants_blob_size, create_over_constants, did_call_load_constants, extract_constants,
     load_constants_blob, read_constant_infos, set_pinned_async_copy, update_constants)
+from aoti_cy._device cimport (
+    AOTI_CY_DEVICE_CPU, AOTI_CY_DEVICE_CUDA, current_stream, enter_device, guard_for,
+    leave_device, stream_pointer)
 from aoti_cy._handle_owner cimport _HandleOwner
-from aoti_cy._library cimport (
-    ModelLibrary, current_cuda_stream, enter_cuda_device, leave_cuda_device)
+from aoti_cy._library cimport ModelLibrary
 
 from aoti_cy import _description, _package, cuda_graphs as _cuda_graphs
 from aoti_cy._constants import ConstantInfo, ConstantTable, ConstantsState, weights_to_load
@@ -349,13 +348,13 @@ cdef class ModelContainer(_HandleOwner):
             with nogil:   # folding runs kernels and makes an event on the current device
                 if self._device_type == AOTI_CY_DEVICE_CUDA:
                     if raw_stream == NULL:
-                        current_cuda_stream(self._device_index, &raw_stream)
-                    enter_cuda_device(self._device_index, &device_guard)
+                        current_stream(self._device_index, &raw_stream)
+                    enter_device(self._device_type, self._device_index, &device_guard)
                 status = self.executor_checked(self.library.fn.container_run_constant_folding(
                     self._handle, inactive, <AOTInductorStreamHandle>raw_stream,
                     <AOTIProxyExecutorHandle>self._proxy_executor))
         finally:
-            leave_cuda_device(device_guard)
+            leave_device(device_guard)
             self.leave()
         self.raise_failure(status, "AOTInductorModelContainerRunConstantFolding")
         if not use_inactive and self._graphs is not None:
@@ -619,8 +618,7 @@ cdef tuple _names(ModelLibrary lib, AOTInductorModelContainerHandle handle,
 cdef object _on_device(_HandleOwner owner):
     """A context making the model's GPU current: the runtime allocates
     constant buffers and events on the current device. A no-op on CPU."""
-    return torch.cuda.device(
-        owner._device_index if owner._device_type == AOTI_CY_DEVICE_CUDA else -1)
+    return guard_for(owner._device_type, owner._device_index)
 
 def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True,
          cuda_graphs=False, max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS,

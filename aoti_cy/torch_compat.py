@@ -34,9 +34,10 @@ import torch
 
 from aoti_cy import _package
 from aoti_cy._call import CallSpec
+from aoti_cy._device import stream_address
 from aoti_cy._torch_common import (CHECK_INPUTS_ENV, as_runtime_error, containers_built,
                                    count_container, cuda_unavailable, resolve_check_inputs,
-                                   stream_pointer, update_constant_buffer)
+                                   update_constant_buffer)
 from aoti_cy._torch_runner import (AOTIModelContainerRunnerCpu, AOTIModelContainerRunnerCuda,
                                    _count_message, aot_load)
 from aoti_cy.errors import (ArgumentRuntimeError, MissingSymbolError, PackageError,
@@ -166,8 +167,8 @@ class AOTIModelPackageLoader:
             device); the message starts with torch's.
         """
         container = self._container
-        stream = None if stream_handle is None else stream_pointer(stream_handle)
         try:
+            stream = stream_address(stream_handle, container.device)
             if self._single_threaded:
                 return container.run_single_threaded(inputs, stream)
             return container.run(inputs, stream)

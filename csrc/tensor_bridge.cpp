@@ -10,6 +10,10 @@
 #include <exception>
 #include <string>
 
+static_assert(AOTI_CY_DEVICE_CPU == static_cast<int>(c10::DeviceType::CPU) &&
+                  AOTI_CY_DEVICE_CUDA == static_cast<int>(c10::DeviceType::CUDA),
+              "device_codes.h must hold c10::DeviceType values");
+
 namespace {
 
 inline AtenTensorOpaque* to_handle(const at::Tensor& tensor) {

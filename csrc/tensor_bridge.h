@@ -13,6 +13,8 @@
 #include <Python.h>
 #include <stddef.h>
 
+#include "device_codes.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -23,10 +25,7 @@ typedef struct AtenTensorOpaque AtenTensorOpaque;
  * taken and dropped without allocating. */
 typedef struct AotiCyTensorRef AotiCyTensorRef;
 
-/* c10::DeviceType values used to describe where a model runs. */
-enum { AOTI_CY_DEVICE_CPU = 0, AOTI_CY_DEVICE_CUDA = 1 };
-
-/* Where a model runs: a device type and an index (-1 on CPU). */
+/* Where a model runs: a device type (device_codes.h) and an index (-1 on CPU). */
 typedef struct AotiCyDevice {
   int type;
   int index;
