@@ -104,11 +104,11 @@ class PackageIndex:
     - A model is a folder ``<root>/data/aotinductor/<name>/``; the package's
       pickled weights, shared by its models, are ``<root>/data/weights/*``.
     - A model's metadata is the JSON object torch writes beside its wrapper:
-      ``<stem>.wrapper_metadata.json`` (torch writes this name since it
-      splits wrapper and kernels), else ``<stem>_metadata.json`` beside the
-      model's ``.so`` or ``.cpp`` (older packages); a kernel's
-      ``*.kernel_metadata.json`` is never the model's. Every value must be a
-      string, as torch's reader requires. A model without metadata has ``{}``.
+      ``<stem>.wrapper_metadata.json`` (the name torch 2.13 writes), else
+      ``<stem>_metadata.json`` beside the model's ``.so`` or ``.cpp`` (older
+      packages); a kernel's ``*.kernel_metadata.json`` is never the model's.
+      Every value must be a string, as torch's reader requires. A model
+      without metadata has ``{}``.
     - A model's device is its metadata's ``AOTI_DEVICE_KEY``. A model whose
       metadata has no such key (or an empty one) names no device:
       :meth:`device` answers None, and loading it needs an explicit device,
