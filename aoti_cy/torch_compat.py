@@ -21,13 +21,11 @@ situation, then says more.
 
 import functools
 import importlib
-import json
 import logging
 import os
 import shutil
 import tempfile
 import threading
-import zipfile
 
 import numpy as np
 import torch
@@ -40,8 +38,8 @@ from aoti_cy._torch_common import (CHECK_INPUTS_ENV, as_runtime_error, container
                                    update_constant_buffer)
 from aoti_cy._torch_runner import (AOTIModelContainerRunnerCpu, AOTIModelContainerRunnerCuda,
                                    _count_message, aot_load)
-from aoti_cy.errors import (ArgumentRuntimeError, MissingSymbolError, PackageError,
-                            PackageNotFoundRuntimeError, PackageRuntimeError, model_not_found)
+from aoti_cy.errors import (ArgumentRuntimeError, MissingSymbolError, ModelNotFoundError,
+                            PackageError, PackageNotFoundRuntimeError, PackageRuntimeError)
 from aoti_cy.interface import load
 
 __all__ = ["AOTICompiledModel", "AOTIModelContainerRunnerCpu", "AOTIModelContainerRunnerCuda",
@@ -116,11 +114,11 @@ class AOTIModelPackageLoader:
         if check_inputs is None:
             check_inputs = self._patch_check_inputs
         model_package_path = os.fspath(model_package_path)
-        _check_package_file(model_package_path)
+        index = _check_package_file(model_package_path)
         try:
             self._container = count_container(load(
                 model_package_path,
-                device=_device(model_package_path, model_name, device_index),
+                device=_device(model_package_path, model_name, device_index, index),
                 num_models=num_runners, model_name=model_name,
                 check_inputs=resolve_check_inputs(check_inputs),
                 allow_executable_stack=allow_executable_stack))
@@ -554,32 +552,42 @@ def _load(path, model_name, run_single_threaded, num_runners, device_index, chec
     return model_class(loader)
 
 
-def _is_zip_package(path):
-    return os.path.isfile(path) and not path.endswith(".so")
-
-
 def _check_package_file(path):
-    """torch's errors for a path that is no package: missing, or not a zip."""
+    """torch's errors for a path that is no package (missing, or not a zip);
+    the package's index otherwise (None for a `.so`)."""
     if not os.path.exists(path):
         raise PackageNotFoundRuntimeError(
             f"Failed to initialize zip archive: file open failed. There is no model "
             f"package at {path}")
-    if _is_zip_package(path) and not zipfile.is_zipfile(path):
+    if os.path.isfile(path) and path.endswith(".so"):
+        return None
+    try:
+        return _package.PackageIndex.read(path)
+    except _package.NotAZipError as e:
         raise PackageRuntimeError(
-            f"Failed to initialize zip archive: failed finding central directory. {path} "
-            f"is not a .pt2 package (not a zip file)")
+            f"Failed to initialize zip archive: failed finding central directory. "
+            f"{e}") from None
+    except PackageError as e:
+        raise as_runtime_error(e) from None
 
 
-def _device(path, model_name, device_index):
+def _device(path, model_name, device_index, index=None):
     """The device to load on: None (the package's) for ``device_index`` -1,
-    else the package's device type at that index. A `.pt2` of a GPU model
-    in a process without CUDA is refused as torch refuses it."""
-    if _is_zip_package(path):
-        metadata = _metadata_in_package(path, model_name, loading=True)
-        kind = metadata.get("AOTI_DEVICE_KEY") or "cpu"
+    else the package's device type at that index. A package of a GPU model
+    in a process without CUDA is refused as torch refuses it, and so is a
+    package whose metadata names no device."""
+    if index is not None:
+        try:
+            kind = index.device(model_name)
+        except PackageError as e:
+            raise as_runtime_error(e) from None
+        if kind is None:
+            raise PackageRuntimeError(
+                f"No device information found. Model {model_name!r} of {path} names no "
+                f"device: its metadata has no {_package.DEVICE_KEY}")
     elif device_index < 0:
         return None
-    else:   # an extracted package or a .so
+    else:   # a .so
         artifact = _package.open_artifact(path, model_name)
         kind = artifact.device
         artifact.cleanup()
@@ -597,46 +605,28 @@ def _device(path, model_name, device_index):
     return torch.device(kind, device_index)
 
 
-def _metadata_in_package(path, model_name, loading=False):
-    """The ``*_metadata.json`` of ``model_name`` in a `.pt2`, as a dict. A
-    missing model is torch's loader's error when ``loading``, else that of
-    torch's ``load_metadata_from_package``."""
+def _metadata_in_package(path, model_name):
+    """The metadata of ``model_name`` in a `.pt2` (or extracted package), as
+    torch's ``load_metadata_from_package`` gives it, with its errors."""
     path = os.fspath(path)
-    _check_package_file(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            models = set()
-            found = None
-            for info in archive.infolist():
-                parts = _package._member_parts(info)
-                if len(parts) >= 5 and tuple(parts[1:3]) == _package.MODELS_DIR:
-                    models.add(parts[3])
-                    if (parts[3] == model_name and len(parts) == 5
-                            and parts[4].endswith("_metadata.json")
-                            and ".kernel" not in parts[4]
-                            and (found is None or parts[4].endswith("wrapper_metadata.json"))):
-                        found = info
-            if model_name not in models:
-                error = model_not_found(model_name, path, models)
-                if loading:
-                    raise error
-                raise type(error)(error.args[0].replace(
-                    "a generated cpp file or so file", "wrapper metadata", 1))
-            if found is None:
-                return {}
-            metadata = json.loads(archive.read(found))
-    except zipfile.BadZipFile as e:
+    index = _check_package_file(path)
+    if index is None:
         raise PackageRuntimeError(
             f"Failed to initialize zip archive: failed finding central directory. {path} "
-            f"is not a .pt2 package (not a zip file: {e})") from None
+            f"is not a .pt2 package (a model library)")
+    try:
+        model = index.model(model_name)
+    except ModelNotFoundError as error:
+        raise type(error)(error.args[0].replace(
+            "a generated cpp file or so file", "wrapper metadata", 1)) from None
+    if model.metadata_file is None:
+        raise PackageRuntimeError(
+            f"Failed to find wrapper metadata for model '{model_name}' in the zip archive. "
+            f"Model {model_name!r} of {path} has no metadata file")
+    try:
+        return index.metadata(model_name)
     except PackageError as e:
         raise as_runtime_error(e) from None
-    except ValueError as e:
-        raise PackageRuntimeError(f"the metadata of {model_name!r} in {path} is not valid "
-                                  f"JSON: {e}") from None
-    if not isinstance(metadata, dict):
-        raise PackageRuntimeError(f"the metadata of {model_name!r} in {path} is not a JSON object")
-    return {str(k): str(v) for k, v in metadata.items()}
 
 
 # ---- patching torch ---------------------------------------------------------------

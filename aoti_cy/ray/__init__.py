@@ -24,12 +24,9 @@ Ray when it dies, and ``<same>-store`` (``ServedModel.store_name``), which
 owns the package and the committed weights.
 """
 
-import io
-import json
 import os
 import time
 import uuid
-import zipfile
 
 try:
     import ray
@@ -38,6 +35,8 @@ except ImportError as e:   # pragma: no cover - depends on the environment
     raise ImportError(f"aoti_cy.ray needs Ray Serve ({e}): pip install 'aoti_cy[ray]' "
                       f"(with torch pinned in the same command)") from e
 
+from aoti_cy._package import PackageIndex
+from aoti_cy.errors import PackageError
 from aoti_cy.ray import _entry
 from aoti_cy.ray._client import REPLICA_GONE, ModelClient, ModelResponse
 from aoti_cy.ray._coordinator import Coordinator, WeightStore
@@ -341,15 +340,14 @@ def _check_workers_import_aoti_cy(runtime_env, timeout_s=DEFAULT_CONTROL_TIMEOUT
 
 
 def _package_device(package, model_name):
-    """The device ``model_name`` of a .pt2 (its bytes) was compiled for,
-    from its metadata, without extracting anything else."""
-    with zipfile.ZipFile(io.BytesIO(package)) as archive:
-        for member in archive.namelist():
-            parts = member.split("/")
-            if (parts[-3:-1] == ["aotinductor", model_name]
-                    and parts[-1].endswith(".wrapper_metadata.json")):
-                return json.loads(archive.read(member)).get("AOTI_DEVICE_KEY") or "cpu"
-    return "cpu"
+    """The device ``model_name`` of a .pt2 (its bytes) was compiled for, as
+    its metadata names it; a PackageError when it names none."""
+    device = PackageIndex.read(package).device(model_name)
+    if device is None:
+        raise PackageError(
+            f"model {model_name!r} of the package names no device (its metadata has no "
+            f"AOTI_DEVICE_KEY): pass device='cpu' or device='cuda' to deployment()")
+    return device
 
 
 def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=None,
@@ -421,6 +419,9 @@ def deployment(package, *, name="aoti_cy", num_replicas=1, num_models=1, device=
     ValueError
         ``runtime`` is not one of the two, or ``call_timeout_s`` is not
         above 0.
+    aoti_cy.errors.PackageError
+        ``package`` is not a readable `.pt2`, holds no ``model_name``, or
+        (with ``device=None``) its metadata names no device.
     ShadowedPackageError
         A Ray worker of this job would import another ``aoti_cy`` than the
         installed one (a folder of that name in the driver's working
