@@ -677,9 +677,15 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
 
 def load_package_weights(ModelContainer container, artifact):
     """Give a new container the weights its package stores outside the
-    `.so` (a constants blob, or pickled tensors); the container then owns
-    the only copy."""
-    artifact.load_weights_into(container)
+    `.so` (a constants blob, or pickled tensors; ``artifact.weights()``
+    hands them out); the container then owns the only copy."""
+    weights = artifact.weights()
+    if weights.blob is not None:
+        with weights.blob as blob:
+            container.update_constants_from_blob(blob)
+    state = weights.state_dict()
+    if state is not None:
+        container.update_constant_buffer(state, validate_full_update=True)
 
 
 # Model is a _HandleOwner of its own module; importable from here as before.

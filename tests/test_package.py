@@ -16,7 +16,7 @@ from torch.export.pt2_archive.constants import AOTINDUCTOR_DIR, WEIGHTS_DIR
 import aoti_cy
 from aoti_cy import torch_compat
 from aoti_cy._package import PackageIndex, open_artifact
-from aoti_cy.interface import ModelContainer
+from aoti_cy.interface import ModelContainer, load_package_weights
 from aoti_cy.testing import EXAMPLES
 from conftest import WEIGHTS_OUTSIDE_SO, aoti_tempdirs, assert_same_tree
 
@@ -104,17 +104,6 @@ def test_every_reader_gives_torchs_answers(case):
                          case.output(reference(*args, **kwargs)))
 
 
-def give_weights(artifact, container):
-    """What a container's owner does with the weights the package hands out."""
-    weights = artifact.weights()
-    if weights.blob is not None:
-        with weights.blob as buffer:
-            container.update_constants_from_blob(buffer)
-    state = weights.state_dict()
-    if state is not None:
-        container.update_constant_buffer(state, validate_full_update=True)
-
-
 @pytest.mark.parametrize("case", WEIGHTS_CASES)
 def test_handed_out_weights_compute_what_torchs_loader_computes(case):
     case = CASES[case]()
@@ -130,14 +119,12 @@ def test_handed_out_weights_compute_what_torchs_loader_computes(case):
             n.endswith("weights_config.json") for n in stored)
         with ModelContainer(artifact.library_path, device=artifact.device,
                             cubin_dir=artifact.cubin_dir) as handed, \
-                ModelContainer(artifact.library_path, device=artifact.device,
-                               cubin_dir=artifact.cubin_dir) as shim:
-            give_weights(artifact, handed)
-            artifact.load_weights_into(shim)   # the deprecated spelling, same result
+                aoti_cy.load(case.path, model_name=case.name) as loaded:
+            load_package_weights(handed, artifact)
             want = case.output(reference(*args, **kwargs))
             assert_same_tree(case.output(handed(*args, **kwargs)), want)
-            assert_same_tree(case.output(shim(*args, **kwargs)), want)
-            ours, theirs = handed.extract_constants_map(), shim.extract_constants_map()
+            assert_same_tree(case.output(loaded(*args, **kwargs)), want)
+            ours, theirs = handed.extract_constants_map(), loaded.extract_constants_map()
             assert ours.keys() == theirs.keys()
             for fqn in ours:
                 torch.testing.assert_close(ours[fqn], theirs[fqn])
