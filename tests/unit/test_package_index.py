@@ -16,8 +16,8 @@ import torch
 
 import aoti_cy
 from aoti_cy import torch_compat
-from aoti_cy._package import (METADATA_LIMIT, NotAZipError, PackageIndex, list_models,
-                              open_artifact)
+from aoti_cy._package import list_models, open_artifact
+from aoti_cy._package_index import METADATA_LIMIT, NotAZipError, PackageIndex
 from aoti_cy.errors import ModelNotFoundError, PackageError
 
 TORCH_READER = torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package
