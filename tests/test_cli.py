@@ -18,7 +18,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch.export import Dim
 
-from aoti_cy._bench import compare_line
+from aoti_cy.cli.bench import compare_line
 from aoti_cy.testing import Nested, compile_package, nested_call_args
 from conftest import WEIGHTS_OUTSIDE_SO
 
