@@ -1,13 +1,12 @@
 """Command line: ``python -m aoti_cy {inspect,bench,demo}``.
 
-This package is only the command line; the library never imports it.
-``main()`` parses the arguments here and hands each command to its module:
-``inspect`` (with ``inspect_text`` for the text form), ``bench`` and
-``demo``.
-
 Exit codes: 0 success, 1 a failure (printed without a traceback unless
 ``--debug``), 2 a usage error.
 """
+
+# This package is the command line only; the library never imports it.
+# main() parses the arguments and hands each command to its module:
+# inspect (inspect_text for the text form), bench, demo.
 
 import argparse
 import json
@@ -129,7 +128,25 @@ def _parser():
 
 
 def main(argv=None):
-    """Run one command; return its exit code (``parser.error`` exits 2)."""
+    """Run one command of ``python -m aoti_cy``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``python -m aoti_cy`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 on a failure (its message printed to stderr, the
+        traceback only with ``--debug``).
+
+    Raises
+    ------
+    SystemExit
+        With status 2 for a usage error (argparse prints the usage), and
+        with status 0 after ``--help``.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     try:
