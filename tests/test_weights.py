@@ -257,7 +257,7 @@ def test_single_instance_model_closed_while_its_methods_run(package):
         assert model.closed
 
 
-# ---- external constants (a container created over the caller's tensors) ----------
+# ---- entry points of newer models: weights the caller owns ------------------------
 #
 # Newer models export entry points that older ones lack: a container over the
 # caller's tensors (external_constants=, zero-copy), whether the runtime
