@@ -1,17 +1,29 @@
-"""Capturing a model run into a CUDA graph by hand (see aoti_cy.cuda_graphs,
-where the code lives, for automatic graphs: ``load(..., cuda_graphs=True)``).
+"""Deprecated alias of :mod:`aoti_cy.cuda_graphs`; import that module instead.
 
-    captured = aoti_cy.cuda_graph.capture(container, example_inputs)
-    outputs = captured.replay(x)        # copies x into the static input, replays
-
-Limits: shapes are static (those of the captured inputs); replay always reads
-the same input buffers (``captured.inputs``, filled by ``replay``'s arguments)
-and writes the same output tensors (``captured.outputs``, overwritten by the
-next replay: clone what you keep); the capture uses
-``run_single_threaded``, so nothing else may run the container while a replay
-of it is in flight on another stream.
+Importing ``aoti_cy.cuda_graph`` warns (``DeprecationWarning``). Every name
+it offers is the object of the same name in ``aoti_cy.cuda_graphs``, with
+that module's defaults: ``aoti_cy.cuda_graph.capture`` *is*
+``aoti_cy.cuda_graphs.capture``.
 """
 
-from aoti_cy.cuda_graphs import CaptureError, CapturedRun, capture
+import warnings
 
-__all__ = ["CaptureError", "CapturedRun", "capture"]
+from aoti_cy import cuda_graphs as _cuda_graphs
+
+warnings.warn("aoti_cy.cuda_graph is deprecated; use aoti_cy.cuda_graphs (same names, "
+              "same defaults)", DeprecationWarning, stacklevel=2)
+
+__all__ = list(_cuda_graphs.__all__)
+
+
+def __getattr__(name):
+    # Every public name, looked up when asked for, so the alias never holds
+    # an object that cuda_graphs no longer has.
+    if name in _cuda_graphs.__all__:
+        return getattr(_cuda_graphs, name)
+    raise AttributeError(f"module 'aoti_cy.cuda_graph' has no attribute {name!r} "
+                         f"(it is a deprecated alias of aoti_cy.cuda_graphs)")
+
+
+def __dir__():
+    return sorted(__all__)

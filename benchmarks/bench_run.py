@@ -14,7 +14,7 @@ variant runs on the same inputs:
   input, output cloned), ``run`` on the graph's own static inputs (no input
   copy), the same with ``static_outputs=True`` (no copies at all), a bare
   ``torch.cuda.CUDAGraph.replay()`` of that capture (the floor); on CUDA
-  always ``aoti_cy.cuda_graph.capture(...).replay`` (the manual helper).
+  always ``aoti_cy.cuda_graphs.capture(...).replay`` (the manual helper).
 
 Models: names of ``aoti_cy.testing.EXAMPLES``, ``launch_bound`` (24 x
 matmul+tanh on a 64 x 256 input: 48 kernels, launch-bound on a big GPU),
@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.join(HERE, "floor"))
 MODELS = "add_one,four_three,mlp,matmul"
 FLOOR, NOGIL, RUN, CALL = "C floor", "aoti_cy nogil loop", "aoti_cy run", "aoti_cy model(*args)"
 LOADER, COMPILED, EAGER = "torch loader.run", "torch AOTICompiledModel()", "eager (no_grad)"
-GRAPH = "aoti_cy CUDA graph replay"   # the manual aoti_cy.cuda_graph helper
+GRAPH = "aoti_cy CUDA graph replay"   # the manual aoti_cy.cuda_graphs.capture helper
 UNCHECKED = "aoti_cy run, check_inputs=False"
 G_CALL, G_RUN = "graphs: model(...)", "graphs: run"
 G_NO_COPY = "graphs: run(static inputs)"
@@ -157,7 +157,7 @@ def measure_one(name, calls, repeats, device, cuda_graphs=False):
                 EAGER: lambda: eager(*args, **kwargs)}
     extra = []
     if device != "cpu":
-        from aoti_cy.cuda_graph import capture
+        from aoti_cy.cuda_graphs import capture
         variants[GRAPH] = lambda captured=capture(model, inputs): captured.replay(*inputs)
     if device != "cpu" and cuda_graphs:
         graphs, extra = graph_variants(path, args, kwargs, inputs)

@@ -1,5 +1,7 @@
 """Shared fixtures: real packages compiled once per torch version and model
-source (see aoti_cy.testing), shared by every test."""
+source (see aoti_cy.testing), shared by every test; and the
+``requires_symbol`` marker, which skips a test unless the models the
+installed torch compiles export the entry points it names."""
 
 import glob
 import os
@@ -33,6 +35,53 @@ def private_tempdir(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", folder)
     monkeypatch.setenv("TMPDIR", folder)
     return folder
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "requires_symbol(*names): skip unless models compiled by the installed "
+                   "torch export every named optional AOTInductor entry point")
+
+
+_exported_by_this_torch = {}
+
+
+def exported_symbols():
+    """Optional entry point -> whether models compiled by the installed torch
+    export it, read from the library of a compiled MLP (compiled once per
+    torch version, then cached; read once per test process)."""
+    if not _exported_by_this_torch:
+        from aoti_cy._library import open_library
+        with tempfile.TemporaryDirectory(prefix="symbol-probe-") as folder:
+            library = extract_library(EXAMPLES["mlp"].package("cpu"), folder)
+            _exported_by_this_torch.update(open_library(library).exported())
+    return _exported_by_this_torch
+
+
+def require_symbol(*names):
+    """Skip the calling test (or fixture) unless models compiled by the
+    installed torch export every one of ``names``; a name aoti_cy does not
+    know as an optional entry point fails the test instead."""
+    exported = exported_symbols()
+    unknown = [name for name in names if name not in exported]
+    if unknown:
+        pytest.fail(f"requires_symbol: not an optional AOTInductor entry point: "
+                    f"{', '.join(unknown)}", pytrace=False)
+    missing = [name for name in names if not exported[name]]
+    if missing:
+        pytest.skip(f"models compiled by torch {torch.__version__} do not export "
+                    f"{', '.join(missing)}")
+
+
+requires_symbol = pytest.mark.requires_symbol
+
+
+def pytest_runtest_setup(item):
+    # Before any fixture: a skipped test compiles nothing for its fixtures.
+    for marker in item.iter_markers("requires_symbol"):
+        if not marker.args:
+            pytest.fail("requires_symbol needs at least one entry point name", pytrace=False)
+        require_symbol(*marker.args)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch.export import Dim
 
-from aoti_cy._bench import compare_line
+from aoti_cy.cli.bench import compare_line
 from aoti_cy.testing import Nested, compile_package, nested_call_args
 from conftest import WEIGHTS_OUTSIDE_SO
 
@@ -380,3 +380,31 @@ def test_bench_without_inputs_is_a_usage_error(package, tmp_path):
     done = cli("bench", copy)
     assert done.returncode == 2
     assert "--inputs" in done.stderr
+
+
+# ---- where the command line lives ------------------------------------------------
+
+def test_help_names_every_command_and_the_exit_codes():
+    done = cli("--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m aoti_cy [-h] [--debug] "
+                                  "{inspect,bench,demo} ...")
+    assert "Exit codes: 0 success, 1 a failure" in done.stdout
+
+
+def test_main_is_the_same_command_line_in_process(capsys):
+    from aoti_cy.cli import main
+    with pytest.raises(SystemExit) as raised:
+        main(["bench", "x.pt2", "--iters", "4", "--repeats", "5"])
+    assert raised.value.code == 2
+    assert "--repeats cannot exceed --iters" in capsys.readouterr().err
+    assert main(["inspect", os.path.join(TESTS, "no-such.pt2"), "--no-run"]) == 1
+    assert "error: " in capsys.readouterr().err
+
+
+def test_the_library_never_imports_the_command_line():
+    code = ("import sys, aoti_cy, aoti_cy.torch_compat, aoti_cy.cuda_graphs, "
+            "aoti_cy.serving, aoti_cy.testing\n"
+            "loaded = [m for m in sys.modules if m.startswith('aoti_cy.cli')]\n"
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import aoti_cy
-from aoti_cy.cuda_graph import capture
+from aoti_cy.cuda_graphs import capture
 from aoti_cy.testing import EXAMPLES, MLP, make_model
 from conftest import assert_outputs_match, delayed_input
 

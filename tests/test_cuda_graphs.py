@@ -3,6 +3,8 @@ with plain runs and with torch's loader; dynamic shapes and LRU eviction;
 weights swapped between calls; threads; streams; fallbacks. GPU tests are
 skipped without a GPU; the CPU fallback runs anywhere."""
 
+import inspect
+import sys
 import threading
 import warnings
 
@@ -11,6 +13,7 @@ import torch
 from torch.export import Dim
 
 import aoti_cy
+from aoti_cy import cuda_graphs
 from aoti_cy.cuda_graphs import GraphsUnavailable
 from aoti_cy.testing import EXAMPLES, MLP, compile_package, make_model
 from conftest import assert_outputs_match, delayed_input, graphs_of, run_in_threads
@@ -62,6 +65,69 @@ def test_bad_max_graphs_is_refused_and_nothing_is_left_open(package):
 def test_graphs_are_off_unless_asked_for(package):
     with aoti_cy.load(package("add_one")) as model:
         assert model.cuda_graphs is None
+
+
+# ---- the deprecated alias aoti_cy.cuda_graph ------------------------------------
+
+def import_the_alias_afresh():
+    """Import aoti_cy.cuda_graph as a first import would (the warning is
+    issued once per process, at import); return the module and its warnings."""
+    sys.modules.pop("aoti_cy.cuda_graph", None)
+    if "cuda_graph" in vars(aoti_cy):
+        delattr(aoti_cy, "cuda_graph")
+    with pytest.warns(DeprecationWarning) as record:
+        import aoti_cy.cuda_graph as alias
+    return alias, record
+
+
+def test_importing_the_alias_warns_and_names_the_module_to_use():
+    _, record = import_the_alias_afresh()
+    (warning,) = [w for w in record if issubclass(w.category, DeprecationWarning)]
+    assert str(warning.message) == ("aoti_cy.cuda_graph is deprecated; use "
+                                     "aoti_cy.cuda_graphs (same names, same defaults)")
+    # Blamed on the importer, so a user's warning filters can find the line.
+    assert warning.filename == __file__
+
+
+def test_every_name_of_the_alias_is_the_cuda_graphs_object():
+    alias, _ = import_the_alias_afresh()
+    assert sorted(alias.__all__) == sorted(cuda_graphs.__all__)
+    for name in ("CaptureError", "CapturedRun", "capture"):   # the names it always had
+        assert name in alias.__all__
+    for name in cuda_graphs.__all__:
+        assert getattr(alias, name) is getattr(cuda_graphs, name), name
+    assert set(dir(alias)) == set(cuda_graphs.__all__)
+    star = {}
+    exec("from aoti_cy.cuda_graph import *", star)
+    assert {k: v for k, v in star.items() if k != "__builtins__"} == {
+        name: getattr(cuda_graphs, name) for name in cuda_graphs.__all__}
+
+
+def test_the_alias_has_the_defaults_of_cuda_graphs():
+    alias, _ = import_the_alias_afresh()
+    for name in ("capture", "make_runner", "CapturedRun"):
+        ours = inspect.signature(getattr(alias, name))
+        theirs = inspect.signature(getattr(cuda_graphs, name))
+        assert ours == theirs, name
+    assert (inspect.signature(alias.capture).parameters["warmup"].default
+            == inspect.signature(cuda_graphs.capture).parameters["warmup"].default)
+
+
+def test_a_name_cuda_graphs_lacks_is_an_attribute_error_naming_the_alias():
+    alias, _ = import_the_alias_afresh()
+    with pytest.raises(AttributeError, match=r"no attribute '_WARMUP_RUNS' \(it is a "
+                                             r"deprecated alias of aoti_cy.cuda_graphs\)"):
+        alias._WARMUP_RUNS
+    with pytest.raises(ImportError, match="DEFAULT_MAX_GRAPHS"):
+        exec("from aoti_cy.cuda_graph import DEFAULT_MAX_GRAPHS", {})
+
+
+def test_capture_through_the_alias_refuses_a_cpu_model(package):
+    alias, _ = import_the_alias_afresh()
+    with aoti_cy.load(package("add_one")) as model:
+        with pytest.raises(ValueError, match="CUDA graphs need a CUDA model; this one "
+                                             "runs on cpu"):
+            alias.capture(model, EXAMPLES["add_one"].inputs())
 
 
 # ---- CUDA ---------------------------------------------------------------------

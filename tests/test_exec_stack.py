@@ -25,8 +25,8 @@ import torch
 
 import aoti_cy
 from aoti_cy import _elf
-from aoti_cy._inspect import inspect_package
-from aoti_cy._inspect_text import format_report
+from aoti_cy.cli.inspect import inspect_package
+from aoti_cy.cli.inspect_text import format_report
 from aoti_cy.testing import MLP, compile_package
 from conftest import aoti_tempdirs, extract_library
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import aoti_cy
-from aoti_cy.cuda_graph import capture
+from aoti_cy.cuda_graphs import capture
 from aoti_cy.testing import EXAMPLES, Example, Heavy
 from conftest import aoti_tempdirs, assert_outputs_match, delayed_input, graphs_of, run_in_threads
 

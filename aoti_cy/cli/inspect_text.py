@@ -1,4 +1,4 @@
-"""The text form of an ``inspect`` report (``aoti_cy._inspect``)."""
+"""The text form of an ``inspect`` report (``aoti_cy.cli.inspect``)."""
 
 __all__ = ["format_report"]
 

@@ -7,7 +7,7 @@ machine that slows down or speeds up mid-run moves every variant alike.
 torch's loader crashes the process on some packages (it segfaults at the first
 run of a ``pickle_weights`` package or one without weights), so with
 ``compare_torch`` the whole interleaved measurement runs in a child process
-(``python -m aoti_cy._bench CONFIG``) that prints its report as JSON. If the
+(``python -m aoti_cy.cli.bench CONFIG``) that prints its report as JSON. If the
 child dies, this process times aoti_cy alone and the report says that torch
 crashed, and with which signal.
 """
@@ -259,7 +259,7 @@ def bench(config, *, compare_torch, progress=False):
     load_call(config["inputs"])     # a usage error here, not in the child
     if compare_torch:
         child = subprocess.run(
-            [sys.executable, "-m", "aoti_cy._bench", json.dumps(config)],
+            [sys.executable, "-m", "aoti_cy.cli.bench", json.dumps(config)],
             capture_output=True, text=True)
         last = child.stdout.strip().rpartition("\n")[2]
         if child.returncode == 0 and last.startswith("{"):
