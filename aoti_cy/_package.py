@@ -174,16 +174,6 @@ class Artifact:
         (``update_constants_from_blob`` / ``update_constant_buffer``)."""
         return PackageWeights(self.weights_blob, self.weights_config, self.weights_dir)
 
-    def load_weights_into(self, container):
-        """Deprecated: give ``container`` the weights of :meth:`weights`."""
-        weights = self.weights()
-        if weights.blob is not None:
-            with weights.blob as buffer:
-                container.update_constants_from_blob(buffer)
-        state = weights.state_dict()
-        if state is not None:
-            container.update_constant_buffer(state, validate_full_update=True)
-
     def cleanup(self):
         """Remove the private directory, if any. Idempotent."""
         if self._finalizer is not None:

@@ -5,7 +5,7 @@ machine is not.
     ATEN_CPU_CAPABILITY=default PYTHONHASHSEED=0 valgrind --tool=callgrind \\
         --callgrind-out-file=cg.out python benchmarks/callgrind_run.py run 5000
     callgrind_annotate --inclusive=yes --auto=no --threshold=100 cg.out \\
-        | grep -E 'ModelContainer_[0-9]+run\(|_[0-9]+__call__\(|[0-9]run_handles\('
+        | grep -E 'ModelContainer_[0-9]+run\(|_[0-9]+__call__\(|_run_handles\(|run_loop\('
 
 then divide the entry's inclusive count by the calls (``5000 + 200``
 warm-up). ``run_handles`` is driven by ``floor/nogil_loop.pyx`` (build it

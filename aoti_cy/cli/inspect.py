@@ -214,14 +214,14 @@ def _fallback_ops(library_path):
 def _container(artifact, executor):
     """A container of the model with its weights, and None or why not."""
     from aoti_cy._proxy_executor import executor_for
-    from aoti_cy.interface import ModelContainer
+    from aoti_cy.interface import ModelContainer, load_package_weights
     container = None
     try:
         container = ModelContainer(
             artifact.library_path, device=artifact.device, cubin_dir=artifact.cubin_dir,
             proxy_executor=(executor_for(artifact.library_path, artifact.device)
                             if executor else None))
-        artifact.load_weights_into(container)
+        load_package_weights(container, artifact)
         return container, None
     except Exception as e:  # noqa: BLE001 - reported, not raised: the rest still shows
         if container is not None:
