@@ -12,7 +12,7 @@ cdef extern from "device_codes.h":
 # The raw stream a caller gave (NULL for None or 0: the current stream of the
 # model's device). ``device`` is the model's torch.device (or None: not
 # checked); a torch.cuda.Stream of another GPU than a CUDA model's is refused.
-cdef void* stream_pointer(object stream, object device) except? NULL
+cdef void* stream_pointer(object stream, object device, str name=*) except? NULL
 
 # The current CUDA stream of ``device_index``, as torch sees it.
 cdef int current_stream(int device_index, void** stream) except -1 nogil

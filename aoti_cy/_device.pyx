@@ -98,34 +98,34 @@ cdef void* _from_protocol(object stream, object method) except? NULL:
     return _address(address, "the address __cuda_stream__() gives")
 
 
-cdef void* stream_pointer(object stream, object device) except? NULL:
+cdef void* stream_pointer(object stream, object device, str name="stream") except? NULL:
     """The raw stream ``stream`` stands for (NULL: the current stream).
 
     ``device`` is the model's torch.device, or None to check nothing; a
     torch.cuda.Stream of another GPU than a CUDA model's is refused with
     ValueError (the runtime could only fail on it with a CUDA error), any
-    other kind of object with TypeError.
+    other kind of object with TypeError; messages call it ``name``.
     """
-    cdef const char* name
+    cdef const char* capsule_name
     if stream is None:
         return NULL
     if isinstance(stream, int):
-        return _address(stream, "stream")
+        return _address(stream, name)
     if isinstance(stream, _CudaStream):
         if device is not None and device.type == "cuda" and stream.device != device:
-            raise ValueError(f"the stream is on {stream.device} but the model runs on {device}")
+            raise ValueError(f"the {name} is on {stream.device} but the model runs on {device}")
         return <void*><uintptr_t>stream.cuda_stream
     if PyCapsule_CheckExact(stream):
         # torch passes a stream to its loaders' run() as a capsule of any name.
-        name = PyCapsule_GetName(stream)
-        return PyCapsule_GetPointer(stream, name)
+        capsule_name = PyCapsule_GetName(stream)
+        return PyCapsule_GetPointer(stream, capsule_name)
     method = getattr(type(stream), "__cuda_stream__", None)
     if method is not None:
         return _from_protocol(stream, getattr(stream, "__cuda_stream__"))
-    raise TypeError(f"stream must be {_ACCEPTED}, got {type(stream).__name__}")
+    raise TypeError(f"{name} must be {_ACCEPTED}, got {type(stream).__name__}")
 
 
-def stream_address(stream, device=None):
+def stream_address(stream, device=None, name="stream"):
     """The address of the CUDA stream ``stream`` stands for.
 
     Parameters
@@ -135,6 +135,8 @@ def stream_address(stream, device=None):
     device : torch.device, str or None
         The model's device: a torch.cuda.Stream of another GPU than a CUDA
         device is refused. None checks nothing.
+    name : str
+        What messages call the argument (the caller's parameter name).
 
     Returns
     -------
@@ -151,7 +153,7 @@ def stream_address(stream, device=None):
     """
     if device is not None and not isinstance(device, torch.device):
         device = torch.device(device)
-    return <uintptr_t>stream_pointer(stream, device)
+    return <uintptr_t>stream_pointer(stream, device, name)
 
 
 # ---- libtorch_cuda's shim ------------------------------------------------------

@@ -3,6 +3,9 @@
 from aoti_cy.includes.abi cimport AOTIRuntimeError, AtenTensorHandle
 from aoti_cy._library cimport ModelLibrary
 
+# The ABI's delete entry points (container and model), through one type.
+ctypedef AOTIRuntimeError (*DeleteHandleFn)(void* handle) noexcept nogil
+
 
 cdef class _HandleOwner:
     # What containers and models share: the library they came from (kept
@@ -26,6 +29,9 @@ cdef class _HandleOwner:
     cdef object _weights           # aoti_cy._constants.ConstantsState
     cdef bint _weights_missing     # _weights.missing, kept here for nogil runs
     cdef object _package           # the extracted package the model lives in
+    cdef void* _handle             # the C handle owned (container or model); NULL: none
+    cdef DeleteHandleFn _delete_handle  # frees it
+    cdef const char* _delete_name  # that entry point's name, for errors
 
     cdef int check_open(self) except -1
     cdef int enter(self) except -1 nogil
@@ -40,12 +46,14 @@ cdef class _HandleOwner:
     cdef int invoke(self, AtenTensorHandle* inputs, size_t count_in,
                     AtenTensorHandle* outputs, size_t count_out, void* stream,
                     bint single_threaded) except -1 nogil
-    # What subclasses provide: their C entry point, its name, their failure
-    # message, and freeing their handle.
+    cdef int own_handle(self, void* handle, void* delete_fn,
+                        const char* delete_name) except -1
+    cdef int free_handle(self, bint check) except -1
+    # What subclasses provide: their C entry point, its name and their
+    # failure message.
     cdef AOTIRuntimeError call_entry(self, AtenTensorHandle* inputs,
                                      AtenTensorHandle* outputs, void* stream,
                                      bint single_threaded) noexcept nogil
     cdef const char* entry_name(self, bint single_threaded) noexcept nogil
     cdef int raise_failure(self, AOTIRuntimeError status,
                            const char* function) except -1 nogil
-    cdef int free_handle(self, bint check) except -1

@@ -57,9 +57,31 @@ cdef class _HandleOwner:
         self._device_index = -1
 
     def __dealloc__(self):
-        # After the subclass's __dealloc__: no run can be in flight.
+        # No run can be in flight: every caller holds a reference to self.
+        self.free_handle(False)
         free_input_guards(self._input_guards)
         self._input_guards = NULL
+
+    cdef int own_handle(self, void* handle, void* delete_fn,
+                        const char* delete_name) except -1:
+        """Take ownership of the C handle a subclass created."""
+        self._delete_handle = <DeleteHandleFn>delete_fn
+        self._delete_name = delete_name
+        self._handle = handle
+        return 0
+
+    cdef int free_handle(self, bint check) except -1:
+        """Delete the handle, once: it is taken under the GIL, so one closer
+        deletes it; ``check`` raises on a failed delete (not in __dealloc__)."""
+        cdef void* handle = self._handle
+        cdef AOTIRuntimeError status = AOTI_RUNTIME_SUCCESS
+        self._handle = NULL
+        if handle != NULL:
+            with nogil:
+                status = self._delete_handle(handle)
+            if check:
+                self.library.check(status, self._delete_name)
+        return 0
 
     # ---- the gate -----------------------------------------------------------
 
@@ -304,8 +326,3 @@ cdef class _HandleOwner:
 
     cdef int raise_failure(self, AOTIRuntimeError status, const char* function) except -1 nogil:
         return self.library.check(status, function)
-
-    cdef int free_handle(self, bint check) except -1:
-        return 0
-
-

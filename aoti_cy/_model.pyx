@@ -13,9 +13,7 @@ from cpython.pythread cimport (
 
 import torch
 
-from aoti_cy.includes.abi cimport (
-    AOTI_RUNTIME_FAILURE, AOTI_RUNTIME_SUCCESS, AOTIRuntimeError, AOTInductorModelHandle,
-    AtenTensorHandle)
+from aoti_cy.includes.abi cimport AOTIRuntimeError, AOTInductorModelHandle, AtenTensorHandle
 from aoti_cy.includes.run_gate cimport aoti_cy_gate_set_closed
 from aoti_cy._constant_calls cimport update_model_constants
 from aoti_cy._device cimport AOTI_CY_DEVICE_CPU
@@ -50,11 +48,9 @@ cdef class Model(_HandleOwner):
     :class:`ModelContainer`.
     """
 
-    cdef AOTInductorModelHandle _handle
     cdef PyThread_type_lock _lock   # one run or update at a time
 
     def __cinit__(self, *args, **kwargs):
-        self._handle = NULL
         self._lock = PyThread_allocate_lock()
         if self._lock == NULL:
             raise MemoryError()
@@ -98,7 +94,7 @@ cdef class Model(_HandleOwner):
             with nogil:
                 status = lib.fn.model_create(&handle, NULL)
             lib.check(status, "AOTInductorModelCreate")
-        self._handle = handle
+        self.own_handle(handle, <void*>lib.fn.model_delete, "AOTInductorModelDelete")
         aoti_cy_gate_set_closed(&self._closed, 0)
         if values:
             self.update_constants_map(values)
@@ -106,22 +102,10 @@ cdef class Model(_HandleOwner):
             self.note_constants_present(description.embedded_constants())
 
     def __dealloc__(self):
-        self.free_handle(False)
+        # The base's __dealloc__ deletes the handle after this: it takes no lock.
         if self._lock != NULL:
             PyThread_free_lock(self._lock)
             self._lock = NULL
-
-    cdef int free_handle(self, bint check) except -1:
-        """Delete the handle, once (as ModelContainer's)."""
-        cdef AOTInductorModelHandle handle = self._handle
-        cdef AOTIRuntimeError status = AOTI_RUNTIME_SUCCESS
-        self._handle = NULL
-        if handle != NULL:
-            with nogil:
-                status = self.library.fn.model_delete(handle)
-            if check:
-                self.library.check(status, "AOTInductorModelDelete")
-        return 0
 
     def run(self, inputs):
         """Run on a list (or tuple) of CPU tensors; return a list of tensors."""
@@ -132,7 +116,7 @@ cdef class Model(_HandleOwner):
                                      bint single_threaded) noexcept nogil:
         cdef AOTIRuntimeError status
         PyThread_acquire_lock(self._lock, WAIT_LOCK)   # one instance, one run at a time
-        status = self.library.fn.model_run(self._handle, inputs, outputs)
+        status = self.library.fn.model_run(<AOTInductorModelHandle>self._handle, inputs, outputs)
         PyThread_release_lock(self._lock)
         return status
 
@@ -151,7 +135,7 @@ cdef class Model(_HandleOwner):
             with nogil:
                 PyThread_acquire_lock(self._lock, WAIT_LOCK)
             try:
-                update_model_constants(self.library, self._handle, values)
+                update_model_constants(self.library, <AOTInductorModelHandle>self._handle, values)
             finally:
                 PyThread_release_lock(self._lock)
             self.note_constants_present([c.name for c in self._weights.constants])

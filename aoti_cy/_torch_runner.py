@@ -91,7 +91,7 @@ class _Runner:
         """Run on a sequence of tensors (the model's flat inputs); return a
         list of tensors."""
         try:
-            stream = stream_address(stream_handle, self._container.device)
+            stream = stream_address(stream_handle, self._container.device, "stream_handle")
             if self._single_threaded:
                 return self._container.run_single_threaded(inputs, stream)
             return self._container.run(inputs, stream)
@@ -147,7 +147,7 @@ class _Runner:
     def run_const_fold(self, use_inactive, stream_handle=None):
         """Run the model's constant folding on the active (or inactive)
         buffer: after an update of constants that folded ones derive from."""
-        stream = stream_address(stream_handle, self._container.device)
+        stream = stream_address(stream_handle, self._container.device, "stream_handle")
         self._container.run_constant_folding(use_inactive=bool(use_inactive), stream=stream)
 
     def swap_constant_buffer(self):

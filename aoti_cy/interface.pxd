@@ -11,7 +11,6 @@ ctypedef int (*ExecutorFailedFn)(const void* handle) noexcept nogil
 
 
 cdef class ModelContainer(_HandleOwner):
-    cdef AOTInductorModelContainerHandle _handle
     cdef bint _blob_loaded         # the runtime accepts a constants blob once
     cdef object _weights_lock      # serialises load_weights
     cdef object _extract_lock      # one extract at a time (its entries are the container's)

@@ -49,6 +49,12 @@ from aoti_cy.errors import AOTIError, PackageError
 
 __all__ = ["ConstantInfo", "Model", "ModelContainer", "load"]
 
+# The base class, also by its old name here: a consumer compiled against C API
+# version 2 looks its type up in this module, and then meets the clear error
+# (the C functions it binds are no longer exported) instead of a bare
+# AttributeError.
+globals()["_HandleOwner"] = _HandleOwner
+
 
 # ---- ModelContainer ---------------------------------------------------------
 
@@ -110,7 +116,6 @@ cdef class ModelContainer(_HandleOwner):
     """
 
     def __cinit__(self, *args, **kwargs):
-        self._handle = NULL
         self._proxy_executor = NULL
         self._weights_lock = threading.Lock()
         self._extract_lock = threading.Lock()
@@ -178,23 +183,6 @@ cdef class ModelContainer(_HandleOwner):
             graphs.close()
         _HandleOwner.close(self)
 
-    def __dealloc__(self):
-        # No run can be in flight: every caller holds a reference to self.
-        self.free_handle(False)
-
-    cdef int free_handle(self, bint check) except -1:
-        """Delete the handle, once: it is taken under the GIL, so one closer
-        deletes it; ``check`` raises on a failed delete (not in __dealloc__)."""
-        cdef AOTInductorModelContainerHandle handle = self._handle
-        cdef AOTIRuntimeError status = AOTI_RUNTIME_SUCCESS
-        self._handle = NULL
-        if handle != NULL:
-            with nogil:
-                status = self.library.fn.container_delete(handle)
-            if check:
-                self.library.check(status, "AOTInductorModelContainerDelete")
-        return 0
-
     @property
     def cuda_graphs(self):
         """The :class:`aoti_cy.cuda_graphs.GraphRunner` running this model's
@@ -212,7 +200,7 @@ cdef class ModelContainer(_HandleOwner):
         self.check_open()
         self.enter()
         try:
-            return did_call_load_constants(self.library, self._handle)
+            return did_call_load_constants(self.library, <AOTInductorModelContainerHandle>self._handle)
         finally:
             self.leave()
 
@@ -265,7 +253,7 @@ cdef class ModelContainer(_HandleOwner):
         cdef ContainerRunFn entry = (self.library.fn.container_run_single_threaded
                                      if single_threaded else self.library.fn.container_run)
         cdef AOTIRuntimeError status = entry(
-            self._handle, inputs, self._num_inputs, outputs, self._num_outputs,
+            <AOTInductorModelContainerHandle>self._handle, inputs, self._num_inputs, outputs, self._num_outputs,
             <AOTInductorStreamHandle>stream, <AOTIProxyExecutorHandle>self._proxy_executor)
         return self.executor_checked(status)
 
@@ -351,7 +339,7 @@ cdef class ModelContainer(_HandleOwner):
                         current_stream(self._device_index, &raw_stream)
                     enter_device(self._device_type, self._device_index, &device_guard)
                 status = self.executor_checked(self.library.fn.container_run_constant_folding(
-                    self._handle, inactive, <AOTInductorStreamHandle>raw_stream,
+                    <AOTInductorModelContainerHandle>self._handle, inactive, <AOTInductorStreamHandle>raw_stream,
                     <AOTIProxyExecutorHandle>self._proxy_executor))
         finally:
             leave_device(device_guard)
@@ -412,7 +400,7 @@ cdef class ModelContainer(_HandleOwner):
         self.check_open()
         self.enter()
         try:
-            return constants_blob_size(self.library, self._handle)
+            return constants_blob_size(self.library, <AOTInductorModelContainerHandle>self._handle)
         finally:
             self.leave()
 
@@ -436,7 +424,7 @@ cdef class ModelContainer(_HandleOwner):
             self._blob_loaded = True
             with _on_device(self):
                 load_constants_blob(
-                    self.library, self._handle,
+                    self.library, <AOTInductorModelContainerHandle>self._handle,
                     &buffer[0] if buffer.shape[0] else <const unsigned char*>NULL)
         finally:
             self.leave()
@@ -478,7 +466,7 @@ cdef class ModelContainer(_HandleOwner):
                 with nogil:
                     status = lib.fn.container_create(&handle, num_models, is_cpu, cubin_ptr)
                 lib.check(status, "AOTInductorModelContainerCreate")
-        self._handle = handle
+        self.own_handle(handle, <void*>lib.fn.container_delete, "AOTInductorModelContainerDelete")
 
     cdef object read_description(self):
         """The library's description: the one cached for it, else read from
@@ -490,18 +478,18 @@ cdef class ModelContainer(_HandleOwner):
         if description is not None:
             return description
         input_names = _names(
-            lib, self._handle, lib.fn.container_get_num_inputs,
+            lib, <AOTInductorModelContainerHandle>self._handle, lib.fn.container_get_num_inputs,
             lib.fn.container_get_input_name,
             "AOTInductorModelContainerGetNumInputs", "AOTInductorModelContainerGetInputName")
         output_names = _names(
-            lib, self._handle, lib.fn.container_get_num_outputs,
+            lib, <AOTInductorModelContainerHandle>self._handle, lib.fn.container_get_num_outputs,
             lib.fn.container_get_output_name,
             "AOTInductorModelContainerGetNumOutputs", "AOTInductorModelContainerGetOutputName")
-        lib.check(lib.fn.container_get_call_spec(self._handle, &text, &text2),
+        lib.check(lib.fn.container_get_call_spec(<AOTInductorModelContainerHandle>self._handle, &text, &text2),
                   "AOTInductorModelContainerGetCallSpec")
         description = _description.ModelDescription(
             input_names, output_names, (_decode(text), _decode(text2)),
-            read_constant_infos(lib, self._handle))
+            read_constant_infos(lib, <AOTInductorModelContainerHandle>self._handle))
         return _description.remember(lib, description)
 
     cdef dict external_values(self, object mapping, object cubin_dir):
@@ -547,7 +535,7 @@ cdef class ModelContainer(_HandleOwner):
         try:
             # The entries live in the container until its next extract: one at a time.
             with self._extract_lock:
-                return extract_constants(self.library, self._handle, use_inactive, copy)
+                return extract_constants(self.library, <AOTInductorModelContainerHandle>self._handle, use_inactive, copy)
         finally:
             self.leave()
 
@@ -555,7 +543,7 @@ cdef class ModelContainer(_HandleOwner):
         self.enter()
         try:
             with _on_device(self):   # new constant buffers go to the current device
-                update_constants(self.library, self._handle, values, self._device,
+                update_constants(self.library, <AOTInductorModelContainerHandle>self._handle, values, self._device,
                                  use_inactive, full_update, user_managed)
         finally:
             self.leave()
@@ -585,7 +573,7 @@ cdef class ModelContainer(_HandleOwner):
         self.enter()
         try:
             with nogil:
-                status = action(self._handle)
+                status = action(<AOTInductorModelContainerHandle>self._handle)
         finally:
             self.leave()
         self.library.check(status, function)
@@ -619,6 +607,7 @@ cdef object _on_device(_HandleOwner owner):
     """A context making the model's GPU current: the runtime allocates
     constant buffers and events on the current device. A no-op on CPU."""
     return guard_for(owner._device_type, owner._device_index)
+
 
 def load(path, *, device=None, num_models=1, model_name="model", check_inputs=True,
          cuda_graphs=False, max_graphs=_cuda_graphs.DEFAULT_MAX_GRAPHS,
@@ -671,8 +660,6 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
         artifact.cleanup()
         raise
     return container
-
-
 
 
 def load_package_weights(ModelContainer container, artifact):

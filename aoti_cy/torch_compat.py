@@ -163,7 +163,7 @@ class AOTIModelPackageLoader:
         """
         container = self._container
         try:
-            stream = stream_address(stream_handle, container.device)
+            stream = stream_address(stream_handle, container.device, "stream_handle")
             if self._single_threaded:
                 return container.run_single_threaded(inputs, stream)
             return container.run(inputs, stream)

@@ -63,6 +63,8 @@ def test_consumer_of_an_older_c_api_fails_to_import_clearly(tmp_path):
     assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
     assert re.search(r"(ImportError|ValueError): .*aoti_cy\.interface", done.stderr), \
         done.stderr[-2000:]
+    assert re.search(r"does not export expected C function|size changed", done.stderr), \
+        done.stderr[-2000:]
     assert "Segmentation" not in done.stderr and "Traceback" in done.stderr
 
 

@@ -171,7 +171,7 @@ def test_torch_compat_takes_a_capsule(mlp_package):
                                EXAMPLES["mlp"].eager()(*inputs))
     with pytest.raises(RuntimeError, match="stream is only meaningful for CUDA models"):
         compiled.loader.run(inputs, _capsule(1234))
-    with pytest.raises(TypeError, match="stream must be"):
+    with pytest.raises(TypeError, match="stream_handle must be"):   # torch's parameter name
         compiled.loader.run(inputs, "s")
 
 
