@@ -18,7 +18,7 @@ from libc.stdint cimport uintptr_t
 
 import torch
 
-__all__ = ["Graph", "GraphTable", "load_runtime"]
+__all__ = ["Graph", "GraphTable", "load_runtime", "runtime_path"]
 
 
 cdef extern from "graph_calls.h" nogil:
@@ -30,6 +30,7 @@ cdef extern from "graph_calls.h" nogil:
 
     int aoti_cy_graph_runtime_load() except -1 with gil
     const char* aoti_cy_graph_error()
+    const char* aoti_cy_graph_runtime_path()
     AotiCyGraphCall* aoti_cy_graph_call_new()
     void aoti_cy_graph_call_free(AotiCyGraphCall* call)
     int aoti_cy_graph_signature(AotiCyGraphCall* call, PyObject* const* items, Py_ssize_t n,
@@ -57,6 +58,12 @@ def load_runtime():
         This torch has no CUDA support loaded, or lacks an entry point.
     """
     aoti_cy_graph_runtime_load()
+
+
+def runtime_path():
+    """The file of the CUDA runtime the graphed calls use (after
+    :func:`load_runtime`; ``""`` before)."""
+    return aoti_cy_graph_runtime_path().decode()
 
 
 cdef int _raise_call_error() except -1:

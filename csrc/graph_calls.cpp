@@ -3,6 +3,7 @@
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_strided.h>
 #include <c10/core/Allocator.h>
 #include <torch/csrc/autograd/python_variable.h>
 
@@ -190,6 +191,15 @@ int aoti_cy_graph_runtime_load(void) {
 }
 
 const char* aoti_cy_graph_error(void) { return last_error.c_str(); }
+
+const char* aoti_cy_graph_runtime_path(void) {
+  Dl_info info;
+  if (!runtime_loaded || dladdr(reinterpret_cast<void*>(runtime.memcpy_async), &info) == 0 ||
+      info.dli_fname == nullptr) {
+    return "";
+  }
+  return info.dli_fname;
+}
 
 AotiCyGraphCall* aoti_cy_graph_call_new(void) { return new AotiCyGraphCall(); }
 

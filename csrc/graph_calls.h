@@ -32,6 +32,9 @@ typedef struct AotiCyGraphCall AotiCyGraphCall;
 /* Finds the CUDA runtime and torch's CUDA shim; needs the GIL. */
 int aoti_cy_graph_runtime_load(void);
 
+/* The file of the CUDA runtime found (after a successful load). */
+const char* aoti_cy_graph_runtime_path(void);
+
 /* The message of this thread's last failure of a function without the GIL. */
 const char* aoti_cy_graph_error(void);
 

@@ -419,12 +419,14 @@ def test_a_stream_switch_orders_the_new_stream_after_the_old():
     with aoti_cy.load(EXAMPLES["add_one"].package("cuda"), cuda_graphs=True) as model:
         (out,) = model.run([delayed_input(first, x)], stream=first)   # captured on `first`
         results = [(out, first, x * 3 + 1)]
-        for k in range(4):
+        # Made here and kept: delayed_input reads them later on its stream.
+        bases = [x + k for k in range(4)]
+        for k, base in enumerate(bases):
             stream = second if k % 2 == 0 else first
-            y = delayed_input(stream, x + k)
+            y = delayed_input(stream, base)
             with torch.cuda.stream(stream):
                 (out,) = model.run([y])
-            results.append((out, stream, (x + k) * 3 + 1))
+            results.append((out, stream, base * 3 + 1))
         torch.cuda.synchronize()
         for out, stream, want in results:
             torch.testing.assert_close(out, want)
@@ -457,30 +459,48 @@ def test_four_threads_share_two_graph_sets():
         assert len(model.cuda_graphs.captured()) == 2
 
 
+def auto_call(model, runner, x):
+    """A call as the container makes it with ``cuda_graphs="auto"``: through
+    the runner, a plain run where it returns None."""
+    got = runner.run(model, [x], None)
+    return model.run([x]) if got is None else got
+
+
 @pytest.mark.cuda
 @requires_gpu
 def test_auto_keeps_graphs_for_a_launch_bound_model_and_plain_runs_for_a_copy_bound_one():
+    from aoti_cy.cuda_graphs import make_runner
     from aoti_cy.testing import Heavy
     small_x = torch.randn(8, 64, device="cuda")
     small = compile_package(Heavy, [small_x], device="cuda", init_args=(64, 16))
     big_x = torch.randn(1 << 26, device="cuda")       # 256 MiB: copies cost more than launches
     big = compile_package(Bump, [big_x], device="cuda", init_args=("large",))
     eager_small = make_model(Heavy, init_args=(64, 16), device="cuda")
-    with aoti_cy.load(small, cuda_graphs="auto") as model:
+    theirs = torch._inductor.aoti_load_package(small)
+    with aoti_cy.load(small) as model:
+        runner = make_runner(model, mode="auto")
         for _ in range(3):
+            (got,) = auto_call(model, runner, small_x)
             with torch.no_grad():
-                torch.testing.assert_close(model(small_x), eager_small(small_x))
-        (decision,) = model.cuda_graphs.decisions.values()
+                torch.testing.assert_close(got, eager_small(small_x))
+            torch.testing.assert_close(got, theirs.loader.run([small_x])[0])
+        (decision,) = runner.decisions.values()
         assert decision.choice == "graph", decision
-        assert len(graphs_of(model)) == 1
-    with aoti_cy.load(big, cuda_graphs="auto") as model:
+        assert decision.graph_us < decision.plain_us
+        assert len(runner.captured()[0]) == 1
+        runner.close()
+    with aoti_cy.load(big) as model:
+        runner = make_runner(model, mode="auto")
         for _ in range(3):
-            torch.testing.assert_close(model(big_x), big_x * 2 + 1)
-        (decision,) = model.cuda_graphs.decisions.values()
+            (got,) = auto_call(model, runner, big_x)
+            torch.testing.assert_close(got, big_x * 2 + 1)
+        (decision,) = runner.decisions.values()
         assert decision.choice == "plain", decision
-        assert graphs_of(model) == {}                # the graph and its buffers are gone
-        (graph,) = model.cuda_graphs.graphs()[0]
+        assert runner.captured() == [{}]             # the graph and its buffers are gone
+        (graph,) = runner.graphs()[0]
         assert graph.plain
+        assert runner.run(model, [big_x], None) is None   # plain from now on
+        runner.close()
 
 
 def test_a_bad_cuda_graphs_mode_is_refused(package):
