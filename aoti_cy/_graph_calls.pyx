@@ -195,6 +195,8 @@ cdef class GraphTable:
     def replay(self, Graph graph, inputs, stream, bint static_outputs):
         """A call of ``graph`` on ``inputs`` (of its signature) and
         ``stream`` (an address, 0 for the current one)."""
+        if graph.plain:
+            raise ValueError("this signature runs plainly: its graph was dropped")
         if not aoti_cy_graph_signature(self.state, PySequence_Fast_ITEMS(inputs), len(inputs),
                                        self.device_index):
             raise ValueError("these inputs do not have a graph signature")

@@ -8,7 +8,11 @@ A graph is captured per input *signature* (dtype, sizes, strides, device of
 every input); a later call with that signature copies its inputs into the
 graph's static inputs (no copy for an input that *is* the static one: see
 :meth:`GraphRunner.static_inputs`) and replays, one graph launch instead of
-one launch per kernel. A capture runs the model through
+one launch per kernel. That call runs in C (:mod:`aoti_cy._graph_calls`):
+signature lookup, raw ``cudaMemcpyAsync`` copies on the call's stream,
+``cudaGraphLaunch``, fresh outputs from torch's caching allocator, without
+the GIL. ``cuda_graphs="auto"`` times graphed calls against plain runs per
+signature after its capture and keeps the faster (:attr:`GraphRunner.decisions`). A capture runs the model through
 ``run_single_threaded`` after warm-up runs on a side stream, which check the
 inputs as any run does; a replay's signature equals the captured one, so it
 passes the same checks.
