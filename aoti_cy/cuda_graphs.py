@@ -33,8 +33,9 @@ Rules:
   swaps or rewrites the buffers the graphs read, so it invalidates every
   graph; the next call of each signature captures again.
 - Fallback: a CPU model, a model that calls fallback ops through the proxy
-  executor, one without ``run_single_threaded``, or a capture that fails
-  (a CPU sync, a data-dependent shape) runs plainly from then on, after one
+  executor, one without ``run_single_threaded``, a capture that fails
+  (a CPU sync, a data-dependent shape) or one with an output on the CPU
+  (which a replay would not recompute) runs plainly from then on, after one
   warning that says why.
 
 ``capture(container, inputs)`` captures one run by hand (the older API,
@@ -404,7 +405,11 @@ class GraphRunner:
                 except CaptureError as error:
                     self.disable(str(error))
                     return None
-                graph = _graph_calls.Graph(captured)
+                try:
+                    graph = _graph_calls.Graph(captured)
+                except RuntimeError as error:
+                    self.disable(str(error))
+                    return None
                 graph_set.add(graph, self.max_graphs)
                 outputs = self._first_replay(graph_set, graph, inputs, raw)
                 if self.mode == "auto":

@@ -13,7 +13,9 @@ variant runs on the same inputs:
   called as ``model(...)`` and ``run`` (input copied into the graph's static
   input, output cloned), ``run`` on the graph's own static inputs (no input
   copy), the same with ``static_outputs=True`` (no copies at all), a bare
-  ``torch.cuda.CUDAGraph.replay()`` of that capture (the floor); on CUDA
+  ``torch.cuda.CUDAGraph.replay()`` of that capture (the floor), and that
+  replay with one raw ``cudaMemcpyAsync`` per input and output through
+  ctypes (the floor of a call that copies); on CUDA
   always ``aoti_cy.cuda_graph.capture(...).replay`` (the manual helper).
 
 Models: names of ``aoti_cy.testing.EXAMPLES``, ``launch_bound`` (24 x

@@ -250,6 +250,13 @@ AotiCyGraphEntry* aoti_cy_graph_entry_new(PyObject* const* inputs, Py_ssize_t n_
       if (!out.none) {
         if (!THPVariable_Check(outputs[i])) throw std::runtime_error("an output is not a tensor");
         const at::Tensor& t = THPVariable_Unpack(outputs[i]);
+        if (!t.device().is_cuda() || t.layout() != c10::kStrided) {
+          // A replay recomputes GPU work only: this output would keep the
+          // value of the captured run.
+          throw std::runtime_error("output " + std::to_string(i) + " is a " +
+                                   t.device().str() + " tensor, which a replay does not "
+                                   "recompute");
+        }
         out.sizes = t.sizes().vec();
         out.strides = t.strides().vec();
         out.dtype = t.scalar_type();
