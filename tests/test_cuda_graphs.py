@@ -473,7 +473,7 @@ def test_auto_keeps_graphs_for_a_launch_bound_model_and_plain_runs_for_a_copy_bo
     from aoti_cy.testing import Heavy
     small_x = torch.randn(8, 64, device="cuda")
     small = compile_package(Heavy, [small_x], device="cuda", init_args=(64, 16))
-    big_x = torch.randn(1 << 26, device="cuda")       # 256 MiB: copies cost more than launches
+    big_x = torch.randn(1 << 25, device="cuda")       # 128 MiB: copies cost more than launches
     big = compile_package(Bump, [big_x], device="cuda", init_args=("large",))
     eager_small = make_model(Heavy, init_args=(64, 16), device="cuda")
     theirs = torch._inductor.aoti_load_package(small)
