@@ -81,6 +81,10 @@ extensions = [
     CppExtension("aoti_cy._proxy_executor",
                  ["aoti_cy/_proxy_executor.pyx", "csrc/proxy_executor.cpp"],
                  include_dirs=[CSRC]),
+    # The graphed call path of CUDA graphs: the CUDA runtime is found at run time.
+    CppExtension("aoti_cy._graph_calls",
+                 ["aoti_cy/_graph_calls.pyx", "csrc/graph_calls.cpp"],
+                 include_dirs=[CSRC], libraries=["dl"]),
 ]
 
 setup(

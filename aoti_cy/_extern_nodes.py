@@ -22,7 +22,8 @@ __all__ = ["Arg", "Node", "json_path_for", "read_nodes"]
 Node = namedtuple("Node", "target op_name overload custom_op inputs outputs")
 Node.__doc__ = """One extern node: ``target`` as serialized (``ns::op.overload``),
 split into ``op_name`` and ``overload`` (``""`` for the default); ``custom_op``
-when torch marked it as a ``torch.library.custom_op``; ``inputs`` and
+when torch marked it as a ``torch.library.custom_op`` or such an op of that
+name is defined in this process; ``inputs`` and
 ``outputs`` tuples of :class:`Arg`."""
 
 Arg = namedtuple("Arg", "name kind count ints floats strings")
@@ -95,9 +96,23 @@ def _node(entry):
     if not isinstance(inputs, list) or not isinstance(outputs, list):
         raise _Malformed("its inputs and outputs must be lists")
     metadata = node.get("metadata")
-    custom_op = isinstance(metadata, dict) and metadata.get("torch_library_custom_op") == "1"
+    custom_op = ((isinstance(metadata, dict)
+                  and metadata.get("torch_library_custom_op") == "1")
+                 or _registered_custom_op(op_name))
     return Node(target, op_name, overload, custom_op,
                 tuple(map(_input, inputs)), tuple(_arg("", o, "output") for o in outputs))
+
+
+def _registered_custom_op(op_name):
+    """Whether ``op_name`` (``ns::op``) is a ``torch.library.custom_op`` defined
+    in this process. Some torch releases write no ``torch_library_custom_op``
+    mark into the node's metadata; the op's definition, once its module is
+    imported, says the same."""
+    try:
+        from torch._library.custom_ops import OPDEFS
+    except ImportError:
+        return False
+    return op_name in OPDEFS
 
 
 def _input(named):

@@ -8,7 +8,11 @@ A graph is captured per input *signature* (dtype, sizes, strides, device of
 every input); a later call with that signature copies its inputs into the
 graph's static inputs (no copy for an input that *is* the static one: see
 :meth:`GraphRunner.static_inputs`) and replays, one graph launch instead of
-one launch per kernel. A capture runs the model through
+one launch per kernel. That call runs in C (:mod:`aoti_cy._graph_calls`):
+signature lookup, raw ``cudaMemcpyAsync`` copies on the call's stream,
+``cudaGraphLaunch``, fresh outputs from torch's caching allocator, without
+the GIL. ``cuda_graphs="auto"`` times graphed calls against plain runs per
+signature after its capture and keeps the faster (:attr:`GraphRunner.decisions`). A capture runs the model through
 ``run_single_threaded`` after warm-up runs on a side stream, which check the
 inputs as any run does; a replay's signature equals the captured one, so it
 passes the same checks.
@@ -29,8 +33,9 @@ Rules:
   swaps or rewrites the buffers the graphs read, so it invalidates every
   graph; the next call of each signature captures again.
 - Fallback: a CPU model, a model that calls fallback ops through the proxy
-  executor, one without ``run_single_threaded``, or a capture that fails
-  (a CPU sync, a data-dependent shape) runs plainly from then on, after one
+  executor, one without ``run_single_threaded``, a capture that fails
+  (a CPU sync, a data-dependent shape) or one with an output on the CPU
+  (which a replay would not recompute) runs plainly from then on, after one
   warning that says why.
 
 ``capture(container, inputs)`` captures one run by hand (the older API,
@@ -40,12 +45,16 @@ kept for callers of ``aoti_cy.cuda_graph``).
 import collections
 import queue
 import threading
+import time
 import warnings
 
 import torch
 
-__all__ = ["CaptureError", "CapturedRun", "GraphRunner", "GraphsUnavailable", "capture",
-           "make_runner"]
+from aoti_cy import _graph_calls
+from aoti_cy._device import on_device, stream_address
+
+__all__ = ["CaptureError", "CapturedRun", "Decision", "GraphRunner", "GraphsUnavailable",
+           "capture", "make_runner"]
 
 DEFAULT_MAX_GRAPHS = 16
 _WARMUP_RUNS = 2
@@ -57,11 +66,6 @@ class GraphsUnavailable(RuntimeWarning):
 
 class CaptureError(RuntimeError):
     """A run could not be captured (a CPU sync, a data-dependent shape...)."""
-
-
-def _signature(tensor):
-    # Everything the model's input checks read: same signature, same verdict.
-    return tensor.dtype, tensor.shape, tensor.stride(), tensor.device
 
 
 class CapturedRun:
@@ -117,7 +121,7 @@ class CapturedRun:
         self.graph = torch.cuda.CUDAGraph()
         try:
             # thread_local: other threads may replay or allocate meanwhile.
-            with torch.cuda.device(device), torch.cuda.graph(
+            with on_device(device), torch.cuda.graph(
                     self.graph, pool=pool, stream=stream,
                     capture_error_mode="thread_local"):
                 self.outputs = container.run_single_threaded(self.inputs, stream=stream)
@@ -170,7 +174,7 @@ def _end_broken_capture(device, stream):
     fails; one tiny capture that succeeds puts them back."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with torch.cuda.device(device), torch.cuda.graph(
+        with on_device(device), torch.cuda.graph(
                 torch.cuda.CUDAGraph(), stream=stream, capture_error_mode="thread_local"):
             torch.zeros(1, device=device).add_(1)
 
@@ -202,57 +206,67 @@ def capture(container, inputs, *, warmup=3):
     return CapturedRun(container, inputs, warmup)
 
 
-class _GraphSet:
-    """Graphs one model instance's worth of calls replays: never two at once."""
+Decision = collections.namedtuple("Decision", "choice graph_us plain_us")
+Decision.__doc__ = """What ``cuda_graphs="auto"`` chose for one signature:
+``choice`` (``"graph"`` or ``"plain"``) and the measured µs per call of a
+graphed call (copies included) and of a plain run."""
 
-    def __init__(self):
-        self.graphs = collections.OrderedDict()   # signature -> CapturedRun
-        self.pool = torch.cuda.graph_pool_handle()
-        self.generation = 0
-        self.last_raw_stream = None
-        self.last_stream = None
+
+def _signature(tensor):
+    # Everything the model's input checks read: same signature, same verdict.
+    return tensor.dtype, tensor.shape, tensor.stride(), tensor.device
 
 
 class GraphRunner:
     """Runs a CUDA container's calls through CUDA graphs.
 
     Made by :func:`make_runner` when a container is created with
-    ``cuda_graphs=True``, and reachable as ``ModelContainer.cuda_graphs``.
-    The container calls :meth:`run` for ``run``, ``model(...)`` and
-    ``call_on_stream``. One graph set per model instance; each set holds at
-    most ``max_graphs`` graphs (one per input signature), least recently used
-    evicted.
+    ``cuda_graphs=True`` or ``"auto"``, and reachable as
+    ``ModelContainer.cuda_graphs``. The container calls :meth:`run` for
+    ``run``, ``model(...)`` and ``call_on_stream``. One graph set per model
+    instance; each set holds at most ``max_graphs`` graphs (one per input
+    signature), least recently used evicted. A call of a signature already
+    captured runs in C (:mod:`aoti_cy._graph_calls`): signature lookup, raw
+    input copies, graph launch, fresh outputs, without the GIL.
 
     Attributes
     ----------
     device : torch.device
         The model's device.
+    mode : True or "auto"
+        ``"auto"`` times plain runs against graphed calls per signature and
+        keeps the faster (see :attr:`decisions`).
     max_graphs : int
         Graphs kept per graph set.
     static_outputs : bool
-        Whether calls return the graphs' own output tensors instead of clones.
+        Whether calls return the graphs' own output tensors instead of
+        fresh ones.
     enabled : bool
         False once graphs were turned off for this model.
     reason : str or None
         Why graphs were turned off.
+    decisions : dict
+        With ``mode="auto"``: signature (per input: dtype, shape, stride,
+        device) -> :class:`Decision`, the latest per signature.
     """
 
-    def __init__(self, container, num_sets, max_graphs, static_outputs):
+    def __init__(self, container, num_sets, max_graphs, static_outputs, mode=True):
         if not isinstance(max_graphs, int) or max_graphs < 1:
             raise ValueError(f"max_graphs must be a positive int, got {max_graphs!r}")
+        _graph_calls.load_runtime()
         self.device = container.device
+        self.mode = mode
         self.max_graphs = max_graphs
         self.static_outputs = bool(static_outputs)
         self.enabled = True
         self.reason = None                      # why graphs were turned off
+        self.decisions = {}
         self._num_inputs = container.num_inputs
         self._index = self.device.index
-        self._raw_stream = torch._C._cuda_getCurrentRawStream
-        self._get_device = torch._C._cuda_getDevice
         self._generation = 0                    # bumped when the constants change
         self._capture_lock = threading.Lock()   # run_single_threaded: one at a time
         self._capture_stream = None
-        self._sets = [_GraphSet() for _ in range(num_sets)]
+        self._sets = [_graph_calls.GraphTable(self._index) for _ in range(num_sets)]
         self._free = queue.SimpleQueue()
         for graph_set in self._sets:
             self._free.put(graph_set)
@@ -261,24 +275,23 @@ class GraphRunner:
 
     def run(self, container, inputs, stream=None):
         """The outputs of a graphed call, or None where the container must
-        run it plainly (graphs off, or inputs no graph can take: the plain
-        run then raises the right error)."""
+        run it plainly (graphs off, a signature "auto" runs plainly, or
+        inputs no graph can take: the plain run then raises the right
+        error)."""
         if not self.enabled:
             return None
         if type(inputs) is not list and type(inputs) is not tuple:
             return None
         if len(inputs) != self._num_inputs:
             return None
+        # The one normaliser (aoti_cy._device): the plain run's forms and
+        # errors; 0 is the current stream.
+        stream = stream_address(stream, self.device)
+        graph_set = self._free.get()
         try:
-            key = tuple(map(_signature, inputs))
-        except AttributeError:
-            return None                         # not a tensor
-        if stream is not None:
-            return self._run_on(container, inputs, key, stream)
-        if self._get_device() != self._index:
-            with torch.cuda.device(self._index):
-                return self._run_here(container, inputs, key)
-        return self._run_here(container, inputs, key)
+            return graph_set.call(self, container, inputs, stream, self.static_outputs)
+        finally:
+            self._free.put(graph_set)
 
     def invalidate(self):
         """The active constants changed: every graph must be captured again."""
@@ -318,109 +331,41 @@ class GraphRunner:
         Raises
         ------
         RuntimeError
-            The container has several graph sets (``num_models`` > 1), or
-            CUDA graphs are off for this model.
+            The container has several graph sets (``num_models`` > 1), CUDA
+            graphs are off for this model, or ``"auto"`` runs this signature
+            plainly.
         """
         if len(self._sets) != 1:
             raise RuntimeError("static_inputs needs num_models=1 (one graph set)")
-        key = tuple(map(_signature, inputs))
+        inputs = list(inputs)
         graph_set = self._free.get()
         try:
             self._check_generation(graph_set)
-            captured = graph_set.graphs.get(key)
-            if captured is None:
-                captured = self._capture(container, graph_set, key, inputs)
-                if captured is None:
-                    raise RuntimeError(f"CUDA graphs are off for this model: {self.reason}")
-            return list(captured.inputs)
+            graph = graph_set.find(inputs)
+            if graph is None:
+                if self._capture_call(container, graph_set, inputs, 0) is None:
+                    if not self.enabled:
+                        raise RuntimeError(f"CUDA graphs are off for this model: {self.reason}")
+                    raise RuntimeError("no CUDA graph can take these inputs")
+                graph = graph_set.find(inputs)
+            if graph is None or graph.plain:
+                raise RuntimeError('cuda_graphs="auto" runs these inputs plainly: '
+                                   'they have no static inputs')
+            return list(graph.captured.inputs)
         finally:
             self._free.put(graph_set)
 
     def captured(self):
         """Each graph set's captured runs (signature -> CapturedRun), most
         recently used last: for tests and benchmarks."""
-        return [dict(graph_set.graphs) for graph_set in self._sets]
+        return [{tuple(map(_signature, graph.captured.inputs)): graph.captured
+                 for graph in graph_set.graphs if graph.captured is not None}
+                for graph_set in self._sets]
 
-    # ---- internals ----------------------------------------------------------
-
-    def _run_on(self, container, inputs, key, stream):
-        if isinstance(stream, int):
-            stream = torch.cuda.ExternalStream(stream, device=self.device)
-        elif not isinstance(stream, torch.cuda.Stream) or stream.device != self.device:
-            # The plain run names the problem (for another GPU's stream,
-            # torch.cuda.stream() here would make that GPU current and the
-            # graph replay on this GPU's current stream instead).
-            return None
-        with torch.cuda.device(self._index), torch.cuda.stream(stream):
-            return self._run_here(container, inputs, key)
-
-    def _run_here(self, container, inputs, key):
-        graph_set = self._free.get()
-        try:
-            if graph_set.generation != self._generation:
-                self._check_generation(graph_set)
-            raw = self._raw_stream(self._index)
-            if raw != graph_set.last_raw_stream:
-                self._follow_stream(graph_set, raw)
-            graphs = graph_set.graphs
-            captured = graphs.get(key)
-            if captured is None:
-                if any(0 in t.stride() for t in inputs):
-                    return None     # broadcast views: no static copy keeps them
-                if any(t.device != self.device for t in inputs):
-                    # The plain run refuses them, naming the device, before a
-                    # static copy is made on that other device.
-                    return None
-                captured = self._capture(container, graph_set, key, inputs)
-                if captured is None:
-                    return None
-            else:
-                graphs.move_to_end(key)
-                for static, given in zip(captured.inputs, inputs):
-                    if static is not given:
-                        static.copy_(given)
-            captured.graph.replay()
-            outputs = captured.outputs
-            if self.static_outputs:
-                return list(outputs)
-            return [t.clone() if t is not None else None for t in outputs]
-        finally:
-            self._free.put(graph_set)
-
-    def _check_generation(self, graph_set):
-        if graph_set.generation != self._generation:
-            graph_set.graphs.clear()
-            graph_set.generation = self._generation
-
-    def _follow_stream(self, graph_set, raw):
-        # The set's buffers were last used on another stream: wait for it, so
-        # this call does not overwrite inputs or memory a replay still reads.
-        current = torch.cuda.current_stream(self.device)
-        if graph_set.last_stream is not None:
-            current.wait_stream(graph_set.last_stream)
-        graph_set.last_stream = current
-        graph_set.last_raw_stream = raw
-
-    def _capture(self, container, graph_set, key, inputs):
-        """Capture a graph for ``key`` into ``graph_set``; None (and graphs
-        off, with a warning) where the model cannot be captured. Errors of
-        the warm-up runs (bad inputs, a failing model) are raised as is."""
-        with self._capture_lock:
-            if not self.enabled:
-                return None
-            if self._capture_stream is None:
-                self._capture_stream = torch.cuda.Stream(self.device)
-            try:
-                captured = CapturedRun(container, inputs, pool=graph_set.pool,
-                                       stream=self._capture_stream)
-            except CaptureError as error:
-                self.disable(str(error))
-                return None
-        graphs = graph_set.graphs
-        graphs[key] = captured
-        while len(graphs) > self.max_graphs:
-            graphs.popitem(last=False)
-        return captured
+    def graphs(self):
+        """Each graph set's graphs (:class:`aoti_cy._graph_calls.Graph`),
+        most recently used last: for tests and benchmarks."""
+        return [list(graph_set.graphs) for graph_set in self._sets]
 
     def disable(self, reason):
         """Turn graphs off for good (later calls run plainly), warning once."""
@@ -430,9 +375,91 @@ class GraphRunner:
             warnings.warn(f"aoti_cy: CUDA graphs are off for this model, it runs "
                           f"without them: {reason}", GraphsUnavailable, stacklevel=5)
 
+    # ---- internals ----------------------------------------------------------
+
+    def _check_generation(self, graph_set):
+        if graph_set.generation != self._generation:
+            graph_set.graphs.clear()
+            graph_set.generation = self._generation
+
+    def _stream_object(self, stream):
+        """The torch.cuda.Stream of a stream address (0: the current one)."""
+        if stream == 0:
+            return torch.cuda.current_stream(self.device)
+        return torch.cuda.ExternalStream(stream, device=self.device)
+
+    def _capture_call(self, container, graph_set, inputs, stream):
+        """A call whose signature has no graph in ``graph_set``: capture one
+        and replay it, on the call's device and stream. None (graphs off,
+        with a warning) where the model cannot be captured; errors of the
+        warm-up runs (bad inputs, a failing model) are raised as is."""
+        stream = self._stream_object(stream)
+        raw = stream.cuda_stream
+        with on_device(self.device), torch.cuda.stream(stream):
+            graph_set.order_stream(raw)
+            with self._capture_lock:
+                if not self.enabled:
+                    return None
+                if self._capture_stream is None:
+                    self._capture_stream = torch.cuda.Stream(self.device)
+                try:
+                    captured = CapturedRun(container, inputs, pool=graph_set.pool,
+                                           stream=self._capture_stream)
+                except CaptureError as error:
+                    self.disable(str(error))
+                    return None
+                try:
+                    graph = _graph_calls.Graph(captured)
+                except RuntimeError as error:
+                    self.disable(str(error))
+                    return None
+                graph_set.add(graph, self.max_graphs)
+                outputs = self._first_replay(graph_set, graph, inputs, raw)
+                if self.mode == "auto":
+                    self._decide(container, graph_set, graph, inputs, stream)
+            return outputs
+
+    def _first_replay(self, graph_set, graph, inputs, raw):
+        # torch's replay() first moves the random-number state of a graph
+        # that draws random numbers; a graph that moves none is launched
+        # from C from now on.
+        generator = torch.cuda.default_generators[self._index]
+        before = generator.get_offset()
+        outputs = graph_set.replay(graph, inputs, raw, self.static_outputs)
+        raw_exec = getattr(graph.captured.graph, "raw_cuda_graph_exec", None)
+        if raw_exec is not None and generator.get_offset() == before:
+            graph.launch_directly(raw_exec())
+        return outputs
+
+    def _decide(self, container, graph_set, graph, inputs, stream):
+        """``"auto"``: time plain runs and graphed calls of this signature,
+        keep the faster."""
+        raw = stream.cuda_stream
+
+        def per_call_us(call, calls=8, rounds=3):
+            best = float("inf")
+            call()
+            for _ in range(rounds):
+                stream.synchronize()
+                start = time.perf_counter()
+                for _ in range(calls):
+                    call()
+                stream.synchronize()
+                best = min(best, time.perf_counter() - start)
+            return best / calls * 1e6
+
+        graph_us = per_call_us(lambda: graph_set.replay(graph, inputs, raw,
+                                                        self.static_outputs))
+        plain_us = per_call_us(lambda: container.run_single_threaded(inputs, stream=stream))
+        choice = "graph" if graph_us <= plain_us else "plain"
+        self.decisions[tuple(map(_signature, inputs))] = Decision(choice, graph_us, plain_us)
+        if choice == "plain":
+            stream.synchronize()     # no replay in flight reads what is dropped
+            graph.run_plainly()
+
 
 def make_runner(container, *, num_models=1, max_graphs=DEFAULT_MAX_GRAPHS,
-                static_outputs=False, proxy_executor=False):
+                static_outputs=False, proxy_executor=False, mode=True):
     """Make the :class:`GraphRunner` of a container.
 
     Parameters
@@ -448,6 +475,10 @@ def make_runner(container, *, num_models=1, max_graphs=DEFAULT_MAX_GRAPHS,
     proxy_executor : bool
         Whether the model calls fallback ops (graphs would skip their
         host-side work).
+    mode : True or "auto"
+        The container's ``cuda_graphs`` value: ``True`` replays every
+        signature it can capture; ``"auto"`` times plain runs against
+        graphed calls per signature after its capture and keeps the faster.
 
     Returns
     -------
@@ -458,10 +489,13 @@ def make_runner(container, *, num_models=1, max_graphs=DEFAULT_MAX_GRAPHS,
     Raises
     ------
     ValueError
-        ``max_graphs`` is not a positive int.
+        ``max_graphs`` is not a positive int, or ``mode`` is neither True
+        nor ``"auto"``.
     """
     if not isinstance(max_graphs, int) or max_graphs < 1:
         raise ValueError(f"max_graphs must be a positive int, got {max_graphs!r}")
+    if mode not in (True, "auto"):
+        raise ValueError(f'cuda_graphs must be False, True or "auto", got {mode!r}')
     reason = None
     if container.device.type != "cuda":
         reason = f"it runs on {container.device}; CUDA graphs need a CUDA model"
@@ -475,4 +509,4 @@ def make_runner(container, *, num_models=1, max_graphs=DEFAULT_MAX_GRAPHS,
         warnings.warn(f"aoti_cy: CUDA graphs are off for this model, it runs without "
                       f"them: {reason}", GraphsUnavailable, stacklevel=3)
         return None
-    return GraphRunner(container, num_models, max_graphs, static_outputs)
+    return GraphRunner(container, num_models, max_graphs, static_outputs, mode)

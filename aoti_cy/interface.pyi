@@ -1,5 +1,5 @@
 from os import PathLike
-from typing import Any, Mapping, NamedTuple, Protocol, Sequence, TypeVar
+from typing import Any, Literal, Mapping, NamedTuple, Protocol, Sequence, TypeVar
 
 import torch
 
@@ -62,7 +62,7 @@ class ModelContainer(_HandleOwner):
                  num_models: int = 1, cubin_dir: str | PathLike[str] | None = None,
                  *, check_inputs: bool = True,
                  proxy_executor: _ProxyExecutor | None = None,
-                 cuda_graphs: bool = False, max_graphs: int = 16,
+                 cuda_graphs: bool | Literal["auto"] = False, max_graphs: int = 16,
                  static_outputs: bool = False,
                  external_constants: Mapping[str, torch.Tensor] | None = None,
                  pinned_async_copy: bool | None = None,
@@ -104,7 +104,7 @@ class Model(_HandleOwner):
 
 def load(path: str | PathLike[str], *, device: str | torch.device | None = None,
          num_models: int = 1, model_name: str = "model",
-         check_inputs: bool = True, cuda_graphs: bool = False, max_graphs: int = 16,
+         check_inputs: bool = True, cuda_graphs: bool | Literal["auto"] = False, max_graphs: int = 16,
          static_outputs: bool = False,
          external_constants: Mapping[str, torch.Tensor] | None = None,
          pinned_async_copy: bool | None = None,

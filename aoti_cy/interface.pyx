@@ -169,7 +169,8 @@ cdef class ModelContainer(_HandleOwner):
             try:
                 self._graphs = _cuda_graphs.make_runner(
                     self, num_models=num_models, max_graphs=max_graphs,
-                    static_outputs=static_outputs, proxy_executor=proxy_executor is not None)
+                    static_outputs=static_outputs, proxy_executor=proxy_executor is not None,
+                    mode=cuda_graphs)
             except BaseException:
                 self.close()
                 raise
@@ -224,8 +225,9 @@ cdef class ModelContainer(_HandleOwner):
         (numpy arrays are taken as CPU tensors sharing their memory). On CUDA
         the run is issued on ``stream`` (a ``torch.cuda.Stream`` or a raw
         pointer), by default the current stream of the model's device. The
-        GIL is released while the model runs. With ``cuda_graphs=True`` the
-        run goes through a CUDA graph (see :mod:`aoti_cy.cuda_graphs`).
+        GIL is released while the model runs. With ``cuda_graphs=True`` (or
+        ``"auto"``, where it chose graphs) the run goes through a CUDA graph
+        (see :mod:`aoti_cy.cuda_graphs`).
         """
         return self.run_default(inputs, stream, False)
 
@@ -622,7 +624,10 @@ def load(path, *, device=None, num_models=1, model_name="model", check_inputs=Tr
     :class:`ModelContainer`. ``cuda_graphs=True`` runs calls through CUDA
     graphs captured per input signature (at most ``max_graphs`` per model
     instance; ``static_outputs=True`` returns the graphs' own output
-    buffers): see :mod:`aoti_cy.cuda_graphs`.
+    buffers); ``cuda_graphs="auto"`` times plain runs against graphed calls
+    for each signature after its capture and keeps the faster (read the
+    choice in ``container.cuda_graphs.decisions``): see
+    :mod:`aoti_cy.cuda_graphs`.
 
     ``external_constants`` (original FQN or internal name -> tensor on the
     model's device, every constant) creates the container over those tensors

@@ -17,7 +17,7 @@ export AOTI_CY_CACHE="${AOTI_CY_CACHE:-/tmp/aoti_cy_cache}"
   date -u
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import torch, Cython; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cython', Cython.__version__)"
-  python3 setup.py build_ext --inplace -q 2>&1 | grep -Ev "^(copying|running|creating|/usr/bin/g)" | tail -20
+  python3 setup.py build_ext --inplace -q -j "$(nproc)" 2>&1 | grep -Ev "^(copying|running|creating|/usr/bin/g)" | tail -20
   PYTHONPATH="$PWD" python3 -m pytest -q -rs -p no:cacheprovider "${@:-tests}"
   status=$?
   if [ -z "${AOTI_CY_NO_BENCH:-}" ]; then

@@ -408,3 +408,161 @@ def test_transformers_models_through_graphs(name):
             for a, b in zip(model.run(flat), theirs.loader.run(flat)):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         assert len(graphs_of(model)) == len(shapes)    # one graph per signature
+
+
+# ---- the C call path: layouts, streams, threads, "auto" -------------------------
+
+class Bump(torch.nn.Module):
+    """One elementwise kernel; ``layout`` only names the example inputs'
+    layout the package is compiled for (compiled packages are cached by
+    model source, init arguments and shapes, not strides)."""
+
+    def __init__(self, layout="contiguous"):
+        super().__init__()
+        self.layout = layout
+
+    def forward(self, x):
+        return x * 2 + 1
+
+
+def layout_of(kind, base):
+    """A (16, 8) view of ``base`` (a (16, 32) tensor) in the layout ``kind``."""
+    if kind == "transposed":
+        return base[:8, :16].t()                      # strides (1, 32), not contiguous
+    if kind == "every_other_column":
+        return base[:, ::4]                           # strides (32, 4): gaps between
+    return base[:, 8:16]                              # strides (32, 1), offset 8
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("kind", ["offset_rows", "transposed", "every_other_column"])
+def test_strided_and_offset_inputs_are_copied_correctly(kind):
+    g = torch.Generator().manual_seed(4)
+    example = layout_of(kind, torch.randn(16, 32, generator=g).cuda())
+    path = compile_package(Bump, [example], device="cuda", init_args=(kind,))
+    theirs = torch._inductor.aoti_load_package(path)
+    with aoti_cy.load(path, cuda_graphs=True) as model:
+        for seed in range(3):
+            base = torch.randn(16, 32, generator=g).cuda()
+            x = layout_of(kind, base)
+            assert x.stride() == example.stride()
+            (got,) = model.run([x])
+            torch.testing.assert_close(got, x * 2 + 1)
+            torch.testing.assert_close(got, theirs.loader.run([x])[0])
+        (graph,) = model.cuda_graphs.graphs()[0]
+        assert graph.launched_directly                # replays launched from C
+        (static,) = graph.captured.inputs
+        assert static.stride() == example.stride()
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_an_input_of_another_layout_is_refused_before_a_capture():
+    example = torch.randn(16, 8, device="cuda")
+    path = compile_package(Bump, [example], device="cuda")
+    with aoti_cy.load(path, cuda_graphs=True) as model, aoti_cy.load(path) as plain:
+        gapped = torch.randn(16, 16, device="cuda")[:, ::2]
+        with pytest.raises(ValueError) as graphed_error:
+            model.run([gapped])
+        with pytest.raises(ValueError) as plain_error:
+            plain.run([gapped])
+        assert str(graphed_error.value) == str(plain_error.value)
+        assert graphs_of(model) == {}
+        offset = torch.randn(200, device="cuda")[72:].view(16, 8)
+        assert offset.storage_offset() == 72
+        torch.testing.assert_close(model.run([offset])[0], offset * 2 + 1)
+        fresh = torch.randn(16, 8, device="cuda")   # same signature, offset 0
+        torch.testing.assert_close(model.run([fresh])[0], fresh * 2 + 1)
+        assert len(graphs_of(model)) == 1
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_a_stream_switch_orders_the_new_stream_after_the_old():
+    (x,) = EXAMPLES["add_one"].inputs("cuda")
+    first, second = torch.cuda.Stream(), torch.cuda.Stream()
+    with aoti_cy.load(EXAMPLES["add_one"].package("cuda"), cuda_graphs=True) as model:
+        (out,) = model.run([delayed_input(first, x)], stream=first)   # captured on `first`
+        results = [(out, first, x * 3 + 1)]
+        # Made here and kept: delayed_input reads them later on its stream.
+        bases = [x + k for k in range(4)]
+        for k, base in enumerate(bases):
+            stream = second if k % 2 == 0 else first
+            y = delayed_input(stream, base)
+            with torch.cuda.stream(stream):
+                (out,) = model.run([y])
+            results.append((out, stream, base * 3 + 1))
+        torch.cuda.synchronize()
+        for out, stream, want in results:
+            torch.testing.assert_close(out, want)
+        # Each output is the caller's own: none was overwritten by a later call.
+        assert len({out.data_ptr() for out, _, _ in results}) == len(results)
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_four_threads_share_two_graph_sets():
+    example = EXAMPLES["mlp"]
+    path = example.package("cuda")
+    theirs = torch._inductor.aoti_load_package(path)
+    inputs = [example.inputs("cuda", seed=s) for s in range(4)]
+    expected = [eager_outputs("mlp", i) for i in inputs]
+    for i, want in zip(inputs, expected):
+        assert_outputs_match(theirs.loader.run(i), want)
+    with aoti_cy.load(path, num_models=2, cuda_graphs=True) as model:
+        start = threading.Barrier(4)
+
+        def work(k):
+            start.wait()
+            stream = torch.cuda.Stream()
+            with torch.cuda.stream(stream):
+                for _ in range(100):
+                    got = model.run(inputs[k])
+                    stream.synchronize()
+                    assert_outputs_match(got, expected[k])
+        assert not run_in_threads(work, 4, timeout=180)
+        assert len(model.cuda_graphs.captured()) == 2
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_auto_keeps_graphs_for_a_launch_bound_model_and_plain_runs_for_a_copy_bound_one():
+    from aoti_cy.testing import Heavy
+    small_x = torch.randn(8, 64, device="cuda")
+    small = compile_package(Heavy, [small_x], device="cuda", init_args=(64, 16))
+    big_x = torch.randn(1 << 25, device="cuda")       # 128 MiB: copies cost more than launches
+    big = compile_package(Bump, [big_x], device="cuda", init_args=("large",))
+    eager_small = make_model(Heavy, init_args=(64, 16), device="cuda")
+    theirs = torch._inductor.aoti_load_package(small)
+    with aoti_cy.load(small, cuda_graphs="auto") as model:
+        assert model.cuda_graphs.mode == "auto"
+        for _ in range(3):
+            (got,) = model(small_x)
+            with torch.no_grad():
+                torch.testing.assert_close(got, eager_small(small_x))
+            torch.testing.assert_close(got, theirs.loader.run([small_x])[0])
+        (decision,) = model.cuda_graphs.decisions.values()
+        assert decision.choice == "graph", decision
+        assert decision.graph_us < decision.plain_us
+        assert len(model.cuda_graphs.captured()[0]) == 1
+    with aoti_cy.load(big, cuda_graphs="auto") as model:
+        for _ in range(3):
+            (got,) = model(big_x)
+            torch.testing.assert_close(got, big_x * 2 + 1)
+        (decision,) = model.cuda_graphs.decisions.values()
+        assert decision.choice == "plain", decision
+        assert model.cuda_graphs.captured() == [{}]   # the graph and its buffers are gone
+        (graph,) = model.cuda_graphs.graphs()[0]
+        assert graph.plain
+        assert model.cuda_graphs.run(model, [big_x], None) is None   # plain from now on
+
+
+def test_a_bad_cuda_graphs_mode_is_refused(package):
+    from aoti_cy.cuda_graphs import make_runner
+    with aoti_cy.load(package("add_one")) as model:
+        with pytest.raises(ValueError, match='cuda_graphs must be False, True or "auto"'):
+            make_runner(model, mode="always")
+    for bad in ("always", "AUTO", 2):
+        with pytest.raises(ValueError, match='cuda_graphs must be False, True or "auto"'):
+            aoti_cy.load(package("add_one"), cuda_graphs=bad)
