@@ -6,6 +6,7 @@ the package hands out, given to a container by its caller, compute what
 torch's loader computes."""
 
 import json
+import warnings
 import zipfile
 
 import pytest
@@ -22,7 +23,12 @@ from conftest import WEIGHTS_OUTSIDE_SO, aoti_tempdirs, assert_same_tree
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
-ray = pytest.importorskip("aoti_cy.ray")
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # Ray's dependencies warn as they import
+        from aoti_cy import ray           # its device lookup, where Ray Serve is installed
+except ImportError:
+    ray = None
 real_models = pytest.importorskip("real_models")
 
 TORCH_LOADER = torch._C._aoti.AOTIModelPackageLoader
@@ -87,7 +93,8 @@ def test_every_reader_gives_torchs_answers(case):
     assert torch_compat.AOTIModelPackageLoader.load_metadata_from_package(
         case.path, case.name) == theirs
     assert index.device(case.name) == theirs["AOTI_DEVICE_KEY"] == "cpu"
-    assert ray._package_device(package_bytes, case.name) == theirs["AOTI_DEVICE_KEY"]
+    if ray is not None:
+        assert ray._package_device(package_bytes, case.name) == theirs["AOTI_DEVICE_KEY"]
 
     names, models = torch_model_names(case.path)
     assert set(index.model_names) == models
@@ -163,8 +170,9 @@ def test_a_package_that_names_no_device_needs_one_everywhere(tmp_path):
     assert str(ours.value).startswith(str(torch_error.value).splitlines()[0])
     with pytest.raises(aoti_cy.PackageError, match="names no device.*device='cpu'"):
         aoti_cy.load(path)
-    with pytest.raises(aoti_cy.PackageError, match="names no device.*device='cpu'"):
-        ray._package_device(open(path, "rb").read(), "model")
+    if ray is not None:
+        with pytest.raises(aoti_cy.PackageError, match="names no device.*device='cpu'"):
+            ray._package_device(open(path, "rb").read(), "model")
     assert aoti_tempdirs() == before
 
     x, = EXAMPLES["mlp"].inputs()

@@ -108,8 +108,10 @@ def test_accepted_weights_are_committed_and_applied_everywhere(replicas):
 def test_a_refusal_reports_refused_not_asked_and_ok_and_changes_nothing(replicas):
     protocol, path = RolloutProtocol(), scorer_package()
     slow = replicas(protocol, "slow", path, answer_after_s=0.3)
-    # a replica running another model: the scorer's weights do not fit it
-    other = replicas(protocol, "other", REAL_MODELS["llama"].package(**UPDATABLE))
+    # a replica running another model: the scorer's weights do not fit it; it
+    # answers late, so that the slow one was surely asked before the refusal
+    other = replicas(protocol, "other", REAL_MODELS["llama"].package(**UPDATABLE),
+                     answer_after_s=1.0)
     # live (it polled), then quiet past the refusal: never sees the weights
     quiet = replicas(protocol, "quiet", path, pause=2.0)
     before, args, kwargs = _run(slow.model, seed=7)

@@ -80,7 +80,8 @@ def test_serving_errors_pickle_and_are_timeouts():
 
 @pytest.mark.slow
 def test_every_serving_test_passes_without_ray_and_none_skips():
-    argv = ["-m", "pytest", "-p", "without_ray", "-p", "no:cacheprovider", "-q", "-rs",
+    argv = ["-m", "pytest", "-p", "without_ray", "-p", "no:cacheprovider", "-p", "no:benchmark",
+            "-q", "-rs",
             *[os.path.join("tests", name) for name in SERVING_TESTS]]
     done = run_without_ray(argv, timeout=900)
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""

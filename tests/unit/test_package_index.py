@@ -112,7 +112,10 @@ def test_a_model_without_metadata_has_none_and_names_no_device(tmp_path):
         TORCH_READER(path, "model")
     with pytest.raises(RuntimeError) as ours:
         torch_compat.AOTIModelPackageLoader.load_metadata_from_package(path, "model")
-    assert str(ours.value).startswith(str(theirs.value).splitlines()[0].rstrip())
+    if "metadata" in str(theirs.value):
+        assert str(ours.value).startswith(str(theirs.value).splitlines()[0].rstrip())
+    else:   # torch 2.11's reader looks for the model's source file first
+        assert "metadata" in str(ours.value)
 
 
 @pytest.mark.parametrize("device_value", [None, ""])
