@@ -489,8 +489,19 @@ def _bind(contract, name, kind, index, dim, p, q, d):
 
 
 def _split(items):
-    """``"s52, s20"`` -> ["s52", "s20"]; one-dim lists end in a comma."""
-    return [part.strip() for part in items.split(",") if part.strip()]
+    """``"s52, std::max(s0, 1L)"`` -> ["s52", "std::max(s0, 1L)"]: the
+    commas outside parentheses; one-dim lists end in a comma."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(items):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(items[start:i])
+            start = i + 1
+    parts.append(items[start:])
+    return [part.strip() for part in parts if part.strip()]
 
 
 def _input_spec(contract, index, asserted, check, slots, bound_ranges):

@@ -60,6 +60,11 @@ def _args_kwargs(spec, kwargs):
         raise TypeError("the model's input spec is not (args, kwargs); the JSON route needs it")
     args_spec, kwargs_spec = spec.children()
     expected = list(kwargs_spec.context)
+    unknown = sorted(set(kwargs) - set(expected)) if isinstance(kwargs, dict) else []
+    if unknown:
+        raise TypeError(f"kwargs: the model takes no keyword {unknown[0]!r}"
+                        f"{f' (nor {unknown[1:]})' if len(unknown) > 1 else ''}; "
+                        f"its keywords are {expected}")
     kept = [k for i, k in enumerate(expected)
             if k in kwargs or not kwargs_spec.child(i).is_leaf()]
     if kept == expected or not isinstance(kwargs, dict):

@@ -78,7 +78,12 @@ def test_a_bare_list_is_the_positional_arguments():
     ({"args": [[1], [[0.5], {"bias": [1.0]}]], "kwargs": {"mask": [True]}},
      r"args\[1\]\[1\]: expected an object with keys \['scale'\], got \['bias'\]"),
     ({"args": [[1], [[0.5], {"scale": [1.0]}]], "kwargs": {"mask": [True], "musk": [True]}},
-     r"kwargs: expected an object with keys \['mask'\], got \['mask', 'musk'\]"),
+     r"kwargs: the model takes no keyword 'musk'; its keywords are \['mask', 'return_dict'\]"),
+    # a misspelled keyword alone names every keyword the model takes
+    ({"args": [[1], [[0.5], {"scale": [1.0]}]], "kwargs": {"musk": [True]}},
+     r"kwargs: the model takes no keyword 'musk'; its keywords are \['mask', 'return_dict'\]"),
+    ({"args": [[1], [[0.5], {"scale": [1.0]}]], "kwargs": {"musk": [1], "task": [2]}},
+     r"kwargs: the model takes no keyword 'musk' \(nor \['task'\]\)"),
 ])
 def test_a_body_that_does_not_follow_the_spec_is_a_type_error_naming_where(bad, message):
     with pytest.raises(TypeError, match=message):

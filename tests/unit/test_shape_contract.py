@@ -216,3 +216,13 @@ def test_a_source_that_is_not_a_wrapper_leaves_everything_to_the_model(tmp_path)
     assert c.covered == [] and not c.asserted and c.symbols == []
     assert [i for i, _ in c.unchecked] == [0, 1]
     assert _shape_contract.ShapeContract.formula(None) == "?"
+
+
+def test_an_assertion_with_a_two_argument_function_is_read_whole(tmp_path):
+    # The comma inside std::max(...) separates its arguments, not two dims.
+    c = contract(tmp_path, check_input(0, sizes={1: 4}, bounds={0: (2, 8)}),
+                 ["int64_t s1 = arg0_1_size[0];"],
+                 [(0, "s1, 4L", "std::max(4L, s1), 1L")], 1)
+    assert c.covered == [0] and c.unchecked == []
+    assert len(c.inputs[0]["strides"]) == 2
+    assert "max" in c.formula(c.inputs[0]["strides"][0])
