@@ -34,6 +34,7 @@ cdef class _HandleOwner:
     cdef const char* _delete_name  # that entry point's name, for errors
 
     cdef int check_open(self) except -1
+    cdef void* stream_for(self, object stream) except? NULL
     cdef int enter(self) except -1 nogil
     cdef void leave(self) noexcept nogil
     cdef int describe(self, object description, object device,

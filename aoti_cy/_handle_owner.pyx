@@ -90,6 +90,14 @@ cdef class _HandleOwner:
             _raise_closed(self)
         return 0
 
+    cdef void* stream_for(self, object stream) except? NULL:
+        """The raw stream a call gives (NULL: the current one); a stream for
+        a model that does not run on CUDA is refused."""
+        cdef void* raw_stream = stream_pointer(stream, self._device)
+        if raw_stream != NULL and self._device_type != AOTI_CY_DEVICE_CUDA:
+            raise ValueError("stream is only meaningful for CUDA models")
+        return raw_stream
+
     cdef int enter(self) except -1 nogil:
         """Pass the gate before using the handle; close() waits for leave()."""
         if not aoti_cy_gate_enter(&self._active_runs, &self._closed):
@@ -258,9 +266,7 @@ cdef class _HandleOwner:
 
         if aoti_cy_gate_is_closed(&self._closed):
             _raise_closed(self)
-        raw_stream = stream_pointer(stream, self._device)
-        if raw_stream != NULL and self._device_type != AOTI_CY_DEVICE_CUDA:
-            raise ValueError("stream is only meaningful for CUDA models")
+        raw_stream = self.stream_for(stream)
         inputs = input_sequence(inputs, num_inputs, self._input_names)
         buffers.reserve(num_inputs, num_outputs)
         device.type = self._device_type

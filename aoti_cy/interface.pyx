@@ -36,7 +36,7 @@ from aoti_cy._constant_calls cimport (
     load_constants_blob, read_constant_infos, set_pinned_async_copy, update_constants)
 from aoti_cy._device cimport (
     AOTI_CY_DEVICE_CPU, AOTI_CY_DEVICE_CUDA, current_stream, enter_device, guard_for,
-    leave_device, stream_pointer)
+    leave_device)
 from aoti_cy._handle_owner cimport _HandleOwner
 from aoti_cy._library cimport ModelLibrary
 
@@ -330,7 +330,7 @@ cdef class ModelContainer(_HandleOwner):
         """Recompute the folded constants from the active (or inactive) buffer."""
         cdef AOTIRuntimeError status = AOTI_RUNTIME_FAILURE
         cdef cbool inactive = use_inactive
-        cdef void* raw_stream = stream_pointer(stream, self._device)
+        cdef void* raw_stream = self.stream_for(stream)
         cdef void* device_guard = NULL
         self.check_open()
         self.enter()

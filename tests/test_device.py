@@ -250,3 +250,15 @@ def test_device_codes_are_defined_once():
         header = f.read()
     values = dict(re.findall(r"AOTI_CY_DEVICE_(CPU|CUDA)\s*=\s*(\d+)", header))
     assert (int(values["CPU"]), int(values["CUDA"])) == (_device.CPU, _device.CUDA)
+
+
+def test_a_cpu_model_refuses_a_stream_for_constant_folding_as_for_a_run(mlp_package):
+    # One check for both: a stream given to a model that does not run on CUDA.
+    with aoti_cy.load(mlp_package) as model:
+        for call in (lambda: model.run(EXAMPLES["mlp"].inputs(), 1234),
+                     lambda: model.run_constant_folding(stream=1234)):
+            with pytest.raises(ValueError, match="stream is only meaningful for CUDA models"):
+                call()
+        model.run_constant_folding()   # no stream: fine, and the model still runs
+        torch.testing.assert_close(model.run(EXAMPLES["mlp"].inputs())[0],
+                                   EXAMPLES["mlp"].eager()(*EXAMPLES["mlp"].inputs()))
