@@ -77,9 +77,9 @@ def description_for(library, device, cubin_dir=None):
     description = _by_library.get(library)
     if description is None:
         from aoti_cy.interface import ModelContainer
-        with ModelContainer(library.path, device=device, cubin_dir=cubin_dir,
-                            check_inputs=False,
-                            allow_executable_stack=library.executable_stack) as container:
-            container._learn_shapes()
+        # Creating it reads the description, and the constants' shapes where
+        # the .so gives every constant a value.
+        ModelContainer(library.path, device=device, cubin_dir=cubin_dir, check_inputs=False,
+                       allow_executable_stack=library.executable_stack).close()
         description = _by_library[library]
     return description

@@ -432,12 +432,6 @@ cdef class ModelContainer(_HandleOwner):
             self.leave()
         self.note_active_constants()
 
-    def _learn_shapes(self):
-        """Read every constant's shape into the library's description (for
-        aoti_cy._description)."""
-        self.check_open()
-        self.constant_table()
-
     # ---- internals ------------------------------------------------------------
 
     cdef create(self, size_t num_models, object cubin_dir):
