@@ -2,14 +2,17 @@
 
 A call's inputs are matched to a captured graph by their signature (dtype,
 sizes, strides of every input on the model's GPU) without Python objects per
-input; the inputs are copied into the graph's static inputs with raw
-``cudaMemcpyAsync`` on the call's stream, the graph is launched with
-``cudaGraphLaunch`` (or torch's ``CUDAGraph.replay()`` where the graph
-needs torch's replay prologue: random number state), and fresh outputs come
-from torch's caching allocator for the call's stream, filled with a raw copy,
-all without the GIL (csrc/graph_calls.cpp). The CUDA runtime is found at run
-time in the libraries torch loaded, so this module builds and imports with a
-CPU-only torch.
+input. Each captured graph is wrapped in a graph of its own: a copy node per
+input into its static input, the captured run, a copy node per output into
+a fresh tensor from torch's caching allocator for the call's stream. A call
+aims the copy nodes at its own tensors (only where an address changed) and
+launches that graph once with ``cudaGraphLaunch``, all without the GIL
+(csrc/graph_calls.cpp). Where the graph needs torch's replay prologue
+(random number state), or the CUDA runtime cannot update copy nodes, the
+inputs and outputs are copied with raw ``cudaMemcpyAsync`` around the
+launch (or torch's ``CUDAGraph.replay()``) instead. The CUDA runtime is
+found at run time in the libraries torch loaded, so this module builds and
+imports with a CPU-only torch.
 """
 
 from cpython.object cimport PyObject
@@ -40,11 +43,16 @@ cdef extern from "graph_calls.h" nogil:
         void* graph_exec) except NULL with gil
     void aoti_cy_graph_entry_free(AotiCyGraphEntry* entry)
     void aoti_cy_graph_entry_set_exec(AotiCyGraphEntry* entry, void* graph_exec)
+    int aoti_cy_graph_entry_embed_copies(AotiCyGraphEntry* entry, void* captured_graph,
+                                         int device_index) with gil
+    int aoti_cy_graph_entry_copies_embedded(const AotiCyGraphEntry* entry)
+    void aoti_cy_graph_entry_release_own_graph(AotiCyGraphEntry* entry)
     int aoti_cy_graph_entry_matches(const AotiCyGraphEntry* entry, const AotiCyGraphCall* call)
-    int aoti_cy_graph_begin(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
-                            int device_index, void* stream)
+    int aoti_cy_graph_begin(AotiCyGraphCall* call, AotiCyGraphEntry* entry, int device_index,
+                            void* stream, int fresh_outputs)
     int aoti_cy_graph_finish(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
                              int fresh_outputs)
+    int aoti_cy_graph_call_wait(AotiCyGraphCall* call)
     object aoti_cy_graph_take_outputs(AotiCyGraphCall* call) with gil
 
 
@@ -112,12 +120,31 @@ cdef class Graph:
     def launch_directly(self, uintptr_t graph_exec):
         """Launch the graph's ``cudaGraphExec_t`` (an address) from C
         instead of calling torch's ``replay()``."""
+        aoti_cy_graph_entry_release_own_graph(self.entry)
         aoti_cy_graph_entry_set_exec(self.entry, <void*>graph_exec)
+        self.replay_by_torch = False
+
+    def embed_copies(self, uintptr_t captured_graph, int device_index):
+        """Launch a graph of the copies and the captured graph (a
+        ``cudaGraph_t`` address) from C: a call is then one launch, copies
+        included. cuda:``device_index`` must be current.
+
+        Raises
+        ------
+        RuntimeError
+            The CUDA runtime cannot update copies in a graph, or refused to
+            build it; calls are then as before.
+        """
+        if aoti_cy_graph_entry_embed_copies(self.entry, <void*>captured_graph,
+                                            device_index) != 0:
+            raise RuntimeError(f"aoti_cy: the copies cannot go into the graph: "
+                               f"{aoti_cy_graph_error().decode('utf-8', 'replace')}")
         self.replay_by_torch = False
 
     def run_plainly(self):
         """Calls of this signature run plainly from now on; the graph and
         its buffers are dropped."""
+        aoti_cy_graph_entry_release_own_graph(self.entry)
         aoti_cy_graph_entry_set_exec(self.entry, NULL)
         self.plain = True
         self.captured = None
@@ -126,6 +153,12 @@ cdef class Graph:
     def launched_directly(self):
         """Whether calls launch the executable graph from C."""
         return not self.replay_by_torch
+
+    @property
+    def copies_in_graph(self):
+        """Whether a call's copies are nodes of the graph it launches (one
+        launch a call) rather than copies around the launch."""
+        return bool(aoti_cy_graph_entry_copies_embedded(self.entry))
 
 
 cdef class GraphTable:
@@ -165,7 +198,7 @@ cdef class GraphTable:
         cdef void* raw
         cdef Graph graph
         if self.generation != runner._generation:
-            self.graphs.clear()
+            self.clear()
             self.generation = runner._generation
         # An address (GraphRunner.run normalised it): 0 is the current stream.
         raw = <void*><uintptr_t>stream
@@ -204,7 +237,7 @@ cdef class GraphTable:
         stream the set was last used on (before a capture into the set)."""
         cdef int rc
         with nogil:
-            rc = aoti_cy_graph_begin(self.state, NULL, self.device_index, <void*>stream)
+            rc = aoti_cy_graph_begin(self.state, NULL, self.device_index, <void*>stream, 0)
             if rc == 0:
                 rc = aoti_cy_graph_finish(self.state, NULL, 0)
         if rc != 0:
@@ -212,10 +245,28 @@ cdef class GraphTable:
 
     def add(self, Graph graph, int max_graphs):
         """Keep ``graph`` as the most recently used; evict the least
-        recently used beyond ``max_graphs``."""
+        recently used beyond ``max_graphs`` (after the set's last stream
+        is done with them)."""
         self.graphs.append(graph)
-        while len(self.graphs) > max_graphs:
-            del self.graphs[0]
+        if len(self.graphs) > max_graphs:
+            self.wait()
+            del self.graphs[:len(self.graphs) - max_graphs]
+
+    def clear(self):
+        """Drop every graph, after the set's last stream is done with
+        them."""
+        if self.graphs:
+            self.wait()
+            self.graphs.clear()
+
+    def wait(self):
+        """Wait for the stream the set was last used on: no replay there
+        still reads the buffers of a graph about to be dropped."""
+        cdef int rc
+        with nogil:
+            rc = aoti_cy_graph_call_wait(self.state)
+        if rc != 0:
+            _raise_call_error()
 
     cdef Graph _find(self):
         cdef list graphs = self.graphs
@@ -236,7 +287,7 @@ cdef class GraphTable:
         cdef AotiCyGraphEntry* entry = graph.entry
         cdef int device_index = self.device_index
         with nogil:
-            rc = aoti_cy_graph_begin(state, entry, device_index, stream)
+            rc = aoti_cy_graph_begin(state, entry, device_index, stream, not static_outputs)
         if rc != 0:
             _raise_call_error()
         if graph.replay_by_torch:

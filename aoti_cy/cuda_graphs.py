@@ -5,13 +5,14 @@
     y = model(x2)         # same signature: copy x2 into the static input, replay
 
 A graph is captured per input *signature* (dtype, sizes, strides, device of
-every input); a later call with that signature copies its inputs into the
-graph's static inputs (no copy for an input that *is* the static one: see
-:meth:`GraphRunner.static_inputs`) and replays, one graph launch instead of
-one launch per kernel. That call runs in C (:mod:`aoti_cy._graph_calls`):
-signature lookup, raw ``cudaMemcpyAsync`` copies on the call's stream,
-``cudaGraphLaunch``, fresh outputs from torch's caching allocator, without
-the GIL. ``cuda_graphs="auto"`` times graphed calls against plain runs per
+every input); a later call with that signature is one graph launch instead of
+one launch per kernel: a graph of copy nodes (its inputs into the graph's
+static inputs, the static outputs into fresh tensors) around the captured
+run. No input copy where the input *is* the static one: see
+:meth:`GraphRunner.static_inputs`. That call runs in C
+(:mod:`aoti_cy._graph_calls`): signature lookup, copy nodes aimed at the
+call's tensors, ``cudaGraphLaunch`` on the call's stream, fresh outputs from
+torch's caching allocator, without the GIL. ``cuda_graphs="auto"`` times graphed calls against plain runs per
 signature after its capture and keeps the faster (:attr:`GraphRunner.decisions`). A capture runs the model through
 ``run_single_threaded`` after warm-up runs on a side stream, which check the
 inputs as any run does; a replay's signature equals the captured one, so it
@@ -43,6 +44,7 @@ kept for callers of ``aoti_cy.cuda_graph``).
 """
 
 import collections
+import contextlib
 import queue
 import threading
 import time
@@ -93,6 +95,9 @@ class CapturedRun:
         The tensors the graph writes, overwritten by every replay.
     graph : torch.cuda.CUDAGraph
         The captured graph.
+    kept_graph : bool
+        Whether ``graph.raw_cuda_graph()`` is readable (torch's
+        ``keep_graph``).
 
     Raises
     ------
@@ -118,7 +123,14 @@ class CapturedRun:
         for _ in range(warmup):
             container.run_single_threaded(self.inputs, stream=stream)
         current.wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
+        # keep_graph: the cudaGraph_t stays readable, so a graphed call can
+        # launch it together with its copies (torch instantiates on replay).
+        try:
+            self.graph = torch.cuda.CUDAGraph(keep_graph=True)
+            self.kept_graph = True
+        except TypeError:                         # a torch without keep_graph
+            self.graph = torch.cuda.CUDAGraph()
+            self.kept_graph = False
         try:
             # thread_local: other threads may replay or allocate meanwhile.
             with on_device(device), torch.cuda.graph(
@@ -206,6 +218,46 @@ def capture(container, inputs, *, warmup=3):
     return CapturedRun(container, inputs, warmup)
 
 
+class _SharedGate:
+    """Plain runs share it; a capture holds it alone. A capture runs the
+    container through ``run_single_threaded``, which takes the container's
+    first free model instance without its lock: no plain run may be in
+    flight meanwhile."""
+
+    def __init__(self):
+        self._changed = threading.Condition(threading.Lock())
+        self._sharers = 0
+        self._held_alone = False
+        self._waiting_alone = 0          # captures waiting go first
+
+    def __enter__(self):                 # a plain run
+        with self._changed:
+            while self._held_alone or self._waiting_alone:
+                self._changed.wait()
+            self._sharers += 1
+
+    def __exit__(self, *exc):
+        with self._changed:
+            self._sharers -= 1
+            if self._sharers == 0:
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self):                     # a capture
+        with self._changed:
+            self._waiting_alone += 1
+            while self._held_alone or self._sharers:
+                self._changed.wait()
+            self._waiting_alone -= 1
+            self._held_alone = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held_alone = False
+                self._changed.notify_all()
+
+
 Decision = collections.namedtuple("Decision", "choice graph_us plain_us")
 Decision.__doc__ = """What ``cuda_graphs="auto"`` chose for one signature:
 ``choice`` (``"graph"`` or ``"plain"``) and the measured µs per call of a
@@ -226,8 +278,8 @@ class GraphRunner:
     ``run``, ``model(...)`` and ``call_on_stream``. One graph set per model
     instance; each set holds at most ``max_graphs`` graphs (one per input
     signature), least recently used evicted. A call of a signature already
-    captured runs in C (:mod:`aoti_cy._graph_calls`): signature lookup, raw
-    input copies, graph launch, fresh outputs, without the GIL.
+    captured runs in C (:mod:`aoti_cy._graph_calls`): signature lookup, one
+    graph launch with the copies inside, fresh outputs, without the GIL.
 
     Attributes
     ----------
@@ -248,6 +300,16 @@ class GraphRunner:
     decisions : dict
         With ``mode="auto"``: signature (per input: dtype, shape, stride,
         device) -> :class:`Decision`, the latest per signature.
+    copies_in_graph : bool
+        Whether graphs captured from now on take a call's copies as nodes of
+        one graph launch (the default where the CUDA runtime can aim them
+        per call); False copies around the launch. Turned off, with
+        :attr:`copies_note` saying why, where the runtime refuses.
+    copies_note : str or None
+        Why copies are not in the graphs.
+    plain_runs : context manager
+        Held by every plain run of the container while graphs are on; a
+        capture waits for those in flight and holds new ones back.
     """
 
     def __init__(self, container, num_sets, max_graphs, static_outputs, mode=True):
@@ -261,10 +323,13 @@ class GraphRunner:
         self.enabled = True
         self.reason = None                      # why graphs were turned off
         self.decisions = {}
+        self.copies_in_graph = True
+        self.copies_note = None
         self._num_inputs = container.num_inputs
         self._index = self.device.index
         self._generation = 0                    # bumped when the constants change
         self._capture_lock = threading.Lock()   # run_single_threaded: one at a time
+        self.plain_runs = _SharedGate()         # plain runs wait while one captures
         self._capture_stream = None
         self._sets = [_graph_calls.GraphTable(self._index) for _ in range(num_sets)]
         self._free = queue.SimpleQueue()
@@ -379,7 +444,7 @@ class GraphRunner:
 
     def _check_generation(self, graph_set):
         if graph_set.generation != self._generation:
-            graph_set.graphs.clear()
+            graph_set.clear()
             graph_set.generation = self._generation
 
     def _stream_object(self, stream):
@@ -403,8 +468,9 @@ class GraphRunner:
                 if self._capture_stream is None:
                     self._capture_stream = torch.cuda.Stream(self.device)
                 try:
-                    captured = CapturedRun(container, inputs, pool=graph_set.pool,
-                                           stream=self._capture_stream)
+                    with self.plain_runs.alone():
+                        captured = CapturedRun(container, inputs, pool=graph_set.pool,
+                                               stream=self._capture_stream)
                 except CaptureError as error:
                     self.disable(str(error))
                     return None
@@ -422,12 +488,23 @@ class GraphRunner:
     def _first_replay(self, graph_set, graph, inputs, raw):
         # torch's replay() first moves the random-number state of a graph
         # that draws random numbers; a graph that moves none is launched
-        # from C from now on.
+        # from C from now on: one graph of its copies and the captured one
+        # where the CUDA runtime can aim copy nodes per call, else torch's
+        # executable graph between raw copies.
         generator = torch.cuda.default_generators[self._index]
         before = generator.get_offset()
         outputs = graph_set.replay(graph, inputs, raw, self.static_outputs)
+        if generator.get_offset() != before:
+            return outputs
+        if self.copies_in_graph and graph.captured.kept_graph:
+            try:
+                graph.embed_copies(graph.captured.graph.raw_cuda_graph(), self._index)
+                return outputs
+            except RuntimeError as error:
+                self.copies_in_graph = False    # the runtime cannot: say why
+                self.copies_note = str(error)
         raw_exec = getattr(graph.captured.graph, "raw_cuda_graph_exec", None)
-        if raw_exec is not None and generator.get_offset() == before:
+        if raw_exec is not None:
             graph.launch_directly(raw_exec())
         return outputs
 
@@ -450,7 +527,8 @@ class GraphRunner:
 
         graph_us = per_call_us(lambda: graph_set.replay(graph, inputs, raw,
                                                         self.static_outputs))
-        plain_us = per_call_us(lambda: container.run_single_threaded(inputs, stream=stream))
+        # The pooled, locked run: other threads may run this container now.
+        plain_us = per_call_us(lambda: container._run_plain(inputs, stream))
         choice = "graph" if graph_us <= plain_us else "plain"
         self.decisions[tuple(map(_signature, inputs))] = Decision(choice, graph_us, plain_us)
         if choice == "plain":

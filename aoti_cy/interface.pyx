@@ -240,6 +240,11 @@ cdef class ModelContainer(_HandleOwner):
                              "AOTInductorModelContainerRunSingleThreaded")
         return self.run_tensors(inputs, stream, True, False)
 
+    def _run_plain(self, inputs, stream=None):
+        """A run that never goes through CUDA graphs, with the container's
+        locking and model pool (``cuda_graphs="auto"`` times it)."""
+        return self.run_tensors(inputs, stream, False, False)
+
     cdef object run_default(self, object inputs, object stream, bint as_tuple):
         """Through a CUDA graph where graphs are on and the call can be
         graphed, else a plain run."""
@@ -247,6 +252,11 @@ cdef class ModelContainer(_HandleOwner):
             outputs = self._graphs.run(self, inputs, stream)
             if outputs is not None:
                 return tuple(outputs) if as_tuple else outputs
+            if self._graphs.enabled:
+                # A capture runs the container single-threaded: a plain run
+                # waits for one in progress (and holds the next back).
+                with self._graphs.plain_runs:
+                    return self.run_tensors(inputs, stream, False, as_tuple)
         return self.run_tensors(inputs, stream, False, as_tuple)
 
     cdef AOTIRuntimeError call_entry(self, AtenTensorHandle* inputs,

@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 import aoti_cy  # noqa: E402
-from aoti_cy.testing import EXAMPLES  # noqa: E402
+from bench_run import load_case  # noqa: E402
 
 
 def timed_runs(run, inputs, iters, threads):
@@ -63,7 +63,8 @@ def measure(path, inputs, iters, num_models, repeats, cuda_graphs=False):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="matmul")
+    parser.add_argument("--model", default="matmul",
+                        help="a model name of bench_run.py (launch_bound, mlp, llama, ...)")
     parser.add_argument("--iters", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch", action="store_true",
@@ -73,9 +74,7 @@ def main():
                         help="also measure containers with cuda_graphs=True (CUDA)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    example = EXAMPLES[args.model]
-    path = example.package(args.device)
-    inputs = example.inputs(args.device)
+    path, _, _, inputs, _ = load_case(args.model, args.device)
     result = {f"aoti_cy_num_models_{n}": measure(path, inputs, args.iters, n, args.repeats)
               for n in (1, 2)}
     if args.cuda_graphs:

@@ -3,6 +3,7 @@
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
 #include <c10/core/Allocator.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -10,6 +11,7 @@
 #include <dlfcn.h>
 #include <link.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -34,6 +36,18 @@ struct Runtime {
   int32_t (*current_stream)(int32_t, void**);
   int32_t (*create_stream_guard)(void*, int32_t, void**);
   int32_t (*delete_stream_guard)(void*);
+  // Copies as nodes of a graph (optional: without them a call copies with
+  // memcpy_async around the launch).
+  int (*graph_create)(void**, unsigned);
+  int (*graph_destroy)(void*);
+  int (*graph_add_memcpy_1d)(void**, void*, void* const*, size_t, void*, const void*, size_t,
+                             int);
+  int (*graph_add_child)(void**, void*, void* const*, size_t, void*);
+  int (*graph_instantiate)(void**, void*, unsigned long long);
+  int (*graph_exec_destroy)(void*);
+  int (*exec_memcpy_set_1d)(void*, void*, void*, const void*, size_t, int);
+  int (*node_set_enabled)(void*, void*, unsigned);
+  int (*stream_synchronize)(void*);
 };
 
 Runtime runtime;
@@ -118,12 +132,79 @@ at::Tensor allocate(const Output& out) {
 
 }  // namespace
 
+// A copy node of an entry's own graph: its node and the pointer it was last
+// given (the caller's input it reads, or the fresh output it writes).
+struct CopyNode {
+  void* node = nullptr;          // none for a copy of no bytes
+  const void* given = nullptr;
+  bool enabled = true;
+};
+
 struct AotiCyGraphEntry {
   std::vector<int64_t> signature;
   std::vector<Span> inputs;
   std::vector<Output> outputs;
-  void* graph_exec = nullptr;
+  void* graph_exec = nullptr;    // what a call launches (NULL: torch replays)
+  // With copies embedded: a graph of its own, input copies -> the captured
+  // graph -> output copies, whose copy nodes every call points at its own
+  // tensors; graph_exec is then own_exec.
+  void* own_graph = nullptr;
+  void* own_exec = nullptr;
+  std::vector<CopyNode> copy_in, copy_out;
+
+  ~AotiCyGraphEntry() { release_own_graph(); }
+
+  void release_own_graph() {
+    if (own_exec != nullptr) {
+      if (graph_exec == own_exec) graph_exec = nullptr;
+      runtime.graph_exec_destroy(own_exec);
+      own_exec = nullptr;
+    }
+    if (own_graph != nullptr) {
+      runtime.graph_destroy(own_graph);
+      own_graph = nullptr;
+    }
+    copy_in.clear();
+    copy_out.clear();
+  }
 };
+
+namespace {
+
+// Points an enabled copy node at `given` (a no-op where it already is).
+bool aim_copy(void* exec, CopyNode& copy, void* dst, const void* src, size_t bytes,
+              const void* given) {
+  if (copy.node == nullptr) return true;
+  if (!copy.enabled) {
+    if (!cuda_ok(runtime.node_set_enabled(exec, copy.node, 1), "cudaGraphNodeSetEnabled")) {
+      return false;
+    }
+    copy.enabled = true;
+  }
+  if (copy.given == given) return true;
+  if (!cuda_ok(runtime.exec_memcpy_set_1d(exec, copy.node, dst, src, bytes,
+                                          kMemcpyDeviceToDevice),
+               "cudaGraphExecMemcpyNodeSetParams1D")) {
+    return false;
+  }
+  copy.given = given;
+  return true;
+}
+
+bool disable_copy(void* exec, CopyNode& copy) {
+  if (copy.node == nullptr || !copy.enabled) return true;
+  if (!cuda_ok(runtime.node_set_enabled(exec, copy.node, 0), "cudaGraphNodeSetEnabled")) {
+    return false;
+  }
+  copy.enabled = false;
+  return true;
+}
+
+// Fresh outputs for an entry from the caching allocator (current device and
+// stream), into call->fresh; false with last_error on failure.
+bool allocate_outputs(AotiCyGraphCall* call, const AotiCyGraphEntry* entry);
+
+}  // namespace
 
 struct AotiCyGraphCall {
   std::vector<int64_t> signature;
@@ -135,6 +216,59 @@ struct AotiCyGraphCall {
   void* guard = nullptr;         // the call's device and stream guard
   void* stream = nullptr;        // the call's stream
 };
+
+namespace {
+
+bool allocate_outputs(AotiCyGraphCall* call, const AotiCyGraphEntry* entry) {
+  call->fresh.clear();
+  try {
+    for (const Output& out : entry->outputs) {
+      if (out.none) {
+        call->fresh.emplace_back();
+      } else {
+        call->fresh.push_back(allocate(out));
+      }
+    }
+  } catch (const std::exception& e) {
+    last_error = std::string("allocating the outputs failed: ") + e.what();
+    call->fresh.clear();
+    return false;
+  }
+  return true;
+}
+
+// A call of an entry with embedded copies: aims the input copies at the
+// call's inputs (off for an input that is the static one), allocates fresh
+// outputs and aims the output copies at them (off with static outputs), and
+// launches the entry's graph once.
+bool embedded_copies_launch(AotiCyGraphCall* call, AotiCyGraphEntry* entry, void* stream,
+                            int fresh_outputs) {
+  void* exec = entry->own_exec;
+  for (size_t i = 0; i < entry->copy_in.size(); ++i) {
+    const Span& to = entry->inputs[i];
+    const void* given = call->given[i];
+    const bool ok = given == to.data
+                        ? disable_copy(exec, entry->copy_in[i])
+                        : aim_copy(exec, entry->copy_in[i], to.data, given, to.bytes, given);
+    if (!ok) return false;
+  }
+  if (fresh_outputs && !allocate_outputs(call, entry)) return false;
+  bool ok = true;
+  for (size_t i = 0; ok && i < entry->copy_out.size(); ++i) {
+    const Output& out = entry->outputs[i];
+    if (!fresh_outputs) {
+      ok = disable_copy(exec, entry->copy_out[i]);
+    } else if (!out.none) {
+      void* dst = call->fresh[i].data_ptr();
+      ok = aim_copy(exec, entry->copy_out[i], dst, out.data, out.bytes, dst);
+    }
+  }
+  ok = ok && cuda_ok(runtime.graph_launch(exec, stream), "cudaGraphLaunch");
+  if (!ok) call->fresh.clear();
+  return ok;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -173,7 +307,20 @@ int aoti_cy_graph_runtime_load(void) {
   AOTI_CY_FIND(torch_cuda, current_stream, "aoti_torch_get_current_cuda_stream")
   AOTI_CY_FIND(torch_cuda, create_stream_guard, "aoti_torch_create_cuda_stream_guard")
   AOTI_CY_FIND(torch_cuda, delete_stream_guard, "aoti_torch_delete_cuda_stream_guard")
+  AOTI_CY_FIND(cudart, stream_synchronize, "cudaStreamSynchronize")
 #undef AOTI_CY_FIND
+#define AOTI_CY_FIND_OPTIONAL(field, name)                                     \
+  found.field = reinterpret_cast<decltype(found.field)>(                      \
+      cudart != nullptr ? dlsym(cudart, name) : nullptr);
+  AOTI_CY_FIND_OPTIONAL(graph_create, "cudaGraphCreate")
+  AOTI_CY_FIND_OPTIONAL(graph_destroy, "cudaGraphDestroy")
+  AOTI_CY_FIND_OPTIONAL(graph_add_memcpy_1d, "cudaGraphAddMemcpyNode1D")
+  AOTI_CY_FIND_OPTIONAL(graph_add_child, "cudaGraphAddChildGraphNode")
+  AOTI_CY_FIND_OPTIONAL(graph_instantiate, "cudaGraphInstantiateWithFlags")
+  AOTI_CY_FIND_OPTIONAL(graph_exec_destroy, "cudaGraphExecDestroy")
+  AOTI_CY_FIND_OPTIONAL(exec_memcpy_set_1d, "cudaGraphExecMemcpyNodeSetParams1D")
+  AOTI_CY_FIND_OPTIONAL(node_set_enabled, "cudaGraphNodeSetEnabled")
+#undef AOTI_CY_FIND_OPTIONAL
   if (missing != nullptr) {
     PyErr_Format(PyExc_RuntimeError,
                  "CUDA graphs cannot find %s in the CUDA libraries torch has loaded",
@@ -276,6 +423,102 @@ AotiCyGraphEntry* aoti_cy_graph_entry_new(PyObject* const* inputs, Py_ssize_t n_
 
 void aoti_cy_graph_entry_free(AotiCyGraphEntry* entry) { delete entry; }
 
+int aoti_cy_graph_entry_embed_copies(AotiCyGraphEntry* entry, void* captured_graph,
+                                     int device_index) {
+  if (runtime.graph_create == nullptr || runtime.graph_destroy == nullptr ||
+      runtime.graph_add_memcpy_1d == nullptr || runtime.graph_add_child == nullptr ||
+      runtime.graph_instantiate == nullptr || runtime.graph_exec_destroy == nullptr ||
+      runtime.exec_memcpy_set_1d == nullptr || runtime.node_set_enabled == nullptr) {
+    last_error = "this CUDA runtime cannot update copies in an instantiated graph "
+                 "(cudaGraphExecMemcpyNodeSetParams1D, cudaGraphNodeSetEnabled)";
+    return -1;
+  }
+  if (captured_graph == nullptr) {
+    last_error = "the captured graph is not available (torch keeps no cudaGraph_t)";
+    return -1;
+  }
+  entry->release_own_graph();
+  // Copy nodes are built pointing at a placeholder of the largest copy's
+  // size; every call points them at its own tensors before launching.
+  size_t largest = 0;
+  for (const Span& in : entry->inputs) largest = std::max(largest, in.bytes);
+  for (const Output& out : entry->outputs) {
+    if (!out.none) largest = std::max(largest, out.bytes);
+  }
+  at::Tensor placeholder;
+  void* graph = nullptr;
+  void* exec = nullptr;
+  std::vector<CopyNode> copy_in(entry->inputs.size()), copy_out;
+  bool ok = true;
+  try {
+    if (largest != 0) {
+      placeholder = at::empty({static_cast<int64_t>(largest)},
+                              at::TensorOptions().dtype(at::kByte).device(
+                                  c10::Device(c10::DeviceType::CUDA, device_index)));
+    }
+  } catch (const std::exception& e) {
+    last_error = std::string("allocating a placeholder for the copies failed: ") + e.what();
+    return -1;
+  }
+  void* scratch = largest != 0 ? placeholder.data_ptr() : nullptr;
+  ok = cuda_ok(runtime.graph_create(&graph, 0), "cudaGraphCreate");
+  std::vector<void*> before;
+  for (size_t i = 0; ok && i < entry->inputs.size(); ++i) {
+    const Span& in = entry->inputs[i];
+    if (in.bytes == 0) continue;
+    ok = cuda_ok(runtime.graph_add_memcpy_1d(&copy_in[i].node, graph, nullptr, 0, in.data,
+                                             scratch, in.bytes, kMemcpyDeviceToDevice),
+                 "cudaGraphAddMemcpyNode1D");
+    copy_in[i].given = scratch;
+    before.push_back(copy_in[i].node);
+  }
+  void* model = nullptr;
+  if (ok) {
+    ok = cuda_ok(runtime.graph_add_child(&model, graph, before.data(), before.size(),
+                                         captured_graph),
+                 "cudaGraphAddChildGraphNode");
+  }
+  copy_out.resize(entry->outputs.size());
+  for (size_t i = 0; ok && i < entry->outputs.size(); ++i) {
+    const Output& out = entry->outputs[i];
+    if (out.none || out.bytes == 0) continue;
+    ok = cuda_ok(runtime.graph_add_memcpy_1d(&copy_out[i].node, graph, &model, 1, scratch,
+                                             out.data, out.bytes, kMemcpyDeviceToDevice),
+                 "cudaGraphAddMemcpyNode1D");
+    copy_out[i].given = scratch;
+  }
+  if (ok) {
+    ok = cuda_ok(runtime.graph_instantiate(&exec, graph, 0), "cudaGraphInstantiateWithFlags");
+  }
+  if (!ok) {
+    if (exec != nullptr) runtime.graph_exec_destroy(exec);
+    if (graph != nullptr) runtime.graph_destroy(graph);
+    return -1;
+  }
+  // The placeholder goes back to the allocator: a node still aimed at it is
+  // aimed at whatever tensor is given that address next, which is right.
+  entry->own_graph = graph;
+  entry->own_exec = exec;
+  entry->graph_exec = exec;
+  entry->copy_in = std::move(copy_in);
+  entry->copy_out = std::move(copy_out);
+  return 0;
+}
+
+void aoti_cy_graph_entry_release_own_graph(AotiCyGraphEntry* entry) {
+  entry->release_own_graph();
+}
+
+int aoti_cy_graph_entry_copies_embedded(const AotiCyGraphEntry* entry) {
+  return entry->own_exec != nullptr;
+}
+
+int aoti_cy_graph_call_wait(AotiCyGraphCall* call) {
+  if (!call->used) return 0;   // (a last stream of NULL is the legacy default stream)
+  return cuda_ok(runtime.stream_synchronize(call->last_stream), "cudaStreamSynchronize") ? 0
+                                                                                           : -1;
+}
+
 void aoti_cy_graph_entry_set_exec(AotiCyGraphEntry* entry, void* graph_exec) {
   entry->graph_exec = graph_exec;
 }
@@ -284,8 +527,8 @@ int aoti_cy_graph_entry_matches(const AotiCyGraphEntry* entry, const AotiCyGraph
   return entry->signature == call->signature;
 }
 
-int aoti_cy_graph_begin(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
-                        int device_index, void* stream) {
+int aoti_cy_graph_begin(AotiCyGraphCall* call, AotiCyGraphEntry* entry, int device_index,
+                        void* stream, int fresh_outputs) {
   int device = -1;
   if (!cuda_ok(runtime.get_device(&device), "cudaGetDevice")) return -1;
   void* current = nullptr;
@@ -322,7 +565,10 @@ int aoti_cy_graph_begin(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
     call->last_stream = stream;
     call->used = true;
   }
-  if (ok && entry != nullptr) {
+  call->fresh.clear();
+  if (ok && entry != nullptr && entry->own_exec != nullptr) {
+    ok = embedded_copies_launch(call, entry, stream, fresh_outputs);
+  } else if (ok && entry != nullptr) {
     const size_t n = entry->inputs.size();
     for (size_t i = 0; ok && i < n; ++i) {
       const Span& to = entry->inputs[i];
@@ -346,28 +592,20 @@ int aoti_cy_graph_begin(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
 int aoti_cy_graph_finish(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
                          int fresh_outputs) {
   bool ok = true;
-  call->fresh.clear();
-  if (fresh_outputs && entry != nullptr) {
-    try {
-      for (const Output& out : entry->outputs) {
-        if (out.none) {
-          call->fresh.emplace_back();
-          continue;
-        }
-        at::Tensor t = allocate(out);
-        if (out.bytes != 0) {
-          ok = cuda_ok(runtime.memcpy_async(t.data_ptr(), out.data, out.bytes,
-                                            kMemcpyDeviceToDevice, call->stream),
-                       "cudaMemcpyAsync");
-          if (!ok) break;
-        }
-        call->fresh.push_back(std::move(t));
-      }
-    } catch (const std::exception& e) {
-      last_error = std::string("allocating the outputs failed: ") + e.what();
-      ok = false;
+  if (entry != nullptr && entry->own_exec != nullptr) {
+    // The graph's own copy nodes filled the outputs begin allocated.
+  } else if (fresh_outputs && entry != nullptr) {
+    ok = allocate_outputs(call, entry);
+    for (size_t i = 0; ok && i < entry->outputs.size(); ++i) {
+      const Output& out = entry->outputs[i];
+      if (out.none || out.bytes == 0) continue;
+      ok = cuda_ok(runtime.memcpy_async(call->fresh[i].data_ptr(), out.data, out.bytes,
+                                        kMemcpyDeviceToDevice, call->stream),
+                   "cudaMemcpyAsync");
     }
     if (!ok) call->fresh.clear();
+  } else {
+    call->fresh.clear();
   }
   if (call->guard != nullptr) {
     runtime.delete_stream_guard(call->guard);

@@ -60,6 +60,23 @@ void aoti_cy_graph_entry_free(AotiCyGraphEntry* entry);
 /* Makes the entry launch `graph_exec` itself (NULL: the caller replays). */
 void aoti_cy_graph_entry_set_exec(AotiCyGraphEntry* entry, void* graph_exec);
 
+/* Gives the entry a graph of its own (GIL held, cuda:`device_index`
+ * current): a copy node per input into its static input, the captured graph
+ * (`captured_graph`, a cudaGraph_t, cloned), a copy node per output out of
+ * it; a call then aims the copy nodes at its own tensors
+ * (cudaGraphExecMemcpyNodeSetParams1D, only where a pointer changed) and
+ * launches once. -1 with a message in aoti_cy_graph_error() where the CUDA
+ * runtime cannot (the entry is then unchanged). */
+int aoti_cy_graph_entry_embed_copies(AotiCyGraphEntry* entry, void* captured_graph,
+                                     int device_index);
+
+/* Whether the entry's calls copy through its own graph. */
+int aoti_cy_graph_entry_copies_embedded(const AotiCyGraphEntry* entry);
+
+/* Drops the entry's own graph, if any (calls then launch nothing until a
+ * new executable is set). */
+void aoti_cy_graph_entry_release_own_graph(AotiCyGraphEntry* entry);
+
 /* Whether the signature in `call` is the entry's. Needs no GIL. */
 int aoti_cy_graph_entry_matches(const AotiCyGraphEntry* entry, const AotiCyGraphCall* call);
 
@@ -67,10 +84,11 @@ int aoti_cy_graph_entry_matches(const AotiCyGraphEntry* entry, const AotiCyGraph
  * `stream` (NULL: that device's current stream) current, orders the stream
  * after the one the set was last used on, copies every input that is not
  * the static one into it, and launches the graph where the entry has its
- * executable. On success the device and stream stay current until
+ * executable. An entry with embedded copies does all of it in its one
+ * launch, fresh outputs (with `fresh_outputs`) allocated first. On success the device and stream stay current until
  * aoti_cy_graph_finish, which must follow; on failure nothing is left. */
-int aoti_cy_graph_begin(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
-                        int device_index, void* stream);
+int aoti_cy_graph_begin(AotiCyGraphCall* call, AotiCyGraphEntry* entry, int device_index,
+                        void* stream, int fresh_outputs);
 /* With a NULL entry, begin only makes the device and stream current and
  * orders the stream (before a capture), and finish only puts them back. */
 
@@ -79,6 +97,10 @@ int aoti_cy_graph_begin(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
  * the static outputs into them; puts back the device and stream. */
 int aoti_cy_graph_finish(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
                          int fresh_outputs);
+
+/* Waits for the stream the set was last used on (before graphs of the set
+ * are dropped, so no replay in flight reads freed memory). No GIL needed. */
+int aoti_cy_graph_call_wait(AotiCyGraphCall* call);
 
 /* A new list of the fresh outputs of the last finished call (GIL held),
  * None where the model returned none. Drops the call's references. */

@@ -22,7 +22,8 @@ export AOTI_CY_CACHE="${AOTI_CY_CACHE:-/tmp/aoti_cy_cache}"
   status=$?
   if [ -z "${AOTI_CY_NO_BENCH:-}" ]; then
     PYTHONPATH="$PWD" python3 benchmarks/bench_run.py --device cuda \
-        --models add_one,mlp --calls 2000 --repeats 9 --json "$out/bench-cuda.json" 2>&1 | grep -v Warning
+        --cuda-graphs --models add_one,mlp,two_kernels --calls 2000 --repeats 9 \
+        --json "$out/bench-cuda.json" 2>&1 | grep -v Warning
   fi
   exit $status
 } 2>&1 | tee "$log"

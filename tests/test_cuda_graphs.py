@@ -255,6 +255,7 @@ def test_new_weights_are_seen_by_the_graphs():
             want = eager(*x)
         torch.testing.assert_close(model.run(x)[0], want)
         assert next(iter(graphs_of(model).values())) is not first_graph   # captured anew
+        assert model.cuda_graphs.graphs()[0][0].copies_in_graph   # copies inside again
         torch.testing.assert_close(model(*x), want)
         model.swap_constant_buffer()                   # back to the original weights
         assert_outputs_match(model.run(x), before)
@@ -408,6 +409,8 @@ def test_transformers_models_through_graphs(name):
             for a, b in zip(model.run(flat), theirs.loader.run(flat)):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         assert len(graphs_of(model)) == len(shapes)    # one graph per signature
+        assert all(g.copies_in_graph for g in model.cuda_graphs.graphs()[0]), \
+            model.cuda_graphs.copies_note
 
 
 # ---- the C call path: layouts, streams, threads, "auto" -------------------------
@@ -566,3 +569,94 @@ def test_a_bad_cuda_graphs_mode_is_refused(package):
     for bad in ("always", "AUTO", 2):
         with pytest.raises(ValueError, match='cuda_graphs must be False, True or "auto"'):
             aoti_cy.load(package("add_one"), cuda_graphs=bad)
+
+
+# ---- copies as nodes of the one graph a call launches ---------------------------
+
+
+def graph_of(model):
+    (graph,) = model.cuda_graphs.graphs()[0]
+    return graph
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("static_outputs", [False, True])
+def test_a_call_is_one_launch_with_its_copies_inside(static_outputs):
+    example = EXAMPLES["multi_io"]
+    path = example.package("cuda")
+    theirs = torch._inductor.aoti_load_package(path)
+    with aoti_cy.load(path, cuda_graphs=True, static_outputs=static_outputs) as model:
+        first = example.inputs("cuda", seed=0)
+        as_tuple(model(*first))
+        graph = graph_of(model)
+        assert graph.copies_in_graph, model.cuda_graphs.copies_note
+        assert graph.launched_directly
+        static = list(graph.captured.inputs)
+        kept = []
+        # New tensors each call, the static inputs themselves (their copy
+        # nodes turned off), the same tensors twice (nodes left as they are),
+        # then new tensors again (nodes back on).
+        plans = ["new", "static", "static", "new", "same", "same", "static", "new"]
+        held = None
+        for seed, plan in enumerate(plans, start=1):
+            fresh = example.inputs("cuda", seed=seed)
+            if plan == "static":
+                for s_, f in zip(static, fresh):
+                    s_.copy_(f)
+                given = static
+            elif plan == "same" and held is not None:
+                for h, f in zip(held, fresh):
+                    h.copy_(f)
+                given = held
+            else:
+                given = held = [t.clone() for t in fresh]
+            got = [t.clone() if static_outputs else t for t in as_tuple(model(*given))]
+            want = eager_outputs("multi_io", fresh)
+            assert_outputs_match(got, want)
+            assert_outputs_match(got, theirs.loader.run(fresh))
+            kept.append((got, want))
+        # Fresh outputs are the caller's: no later call wrote into them.
+        torch.cuda.synchronize()
+        for got, want in kept:
+            assert_outputs_match(got, want)
+        if not static_outputs:
+            pointers = {t.data_ptr() for got, _ in kept for t in got}
+            assert len(pointers) == len(kept) * len(kept[0][0])
+        assert len(graphs_of(model)) == 1
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_copies_around_the_launch_when_asked_for():
+    example = EXAMPLES["mlp"]
+    with aoti_cy.load(example.package("cuda"), cuda_graphs=True) as model:
+        model.cuda_graphs.copies_in_graph = False        # before the first capture
+        for seed in range(3):
+            x = example.inputs("cuda", seed=seed)
+            assert_outputs_match([model(*x)], eager_outputs("mlp", x))
+        graph = graph_of(model)
+        assert graph.launched_directly and not graph.copies_in_graph
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_evicting_a_graph_waits_for_its_replay_in_flight():
+    path = dynamic_package()
+    eager = make_model(Scale, device="cuda")
+    side = torch.cuda.Stream()
+    g = torch.Generator().manual_seed(5)
+    with aoti_cy.load(path, cuda_graphs=True, max_graphs=1) as model:
+        results = []
+        for round_ in range(3):
+            for batch in (5, 9):                          # each capture evicts the other
+                x = torch.randn(batch, 32, generator=g).cuda()
+                with torch.cuda.stream(side):
+                    (out,) = model.run([delayed_input(side, x)])
+                results.append((out, x * 3))
+        torch.cuda.synchronize()
+        with torch.no_grad():
+            for out, x in results:
+                torch.testing.assert_close(out, eager(x))
+        assert len(graphs_of(model)) == 1
+
