@@ -132,11 +132,11 @@ at::Tensor allocate(const Output& out) {
 
 }  // namespace
 
-// A copy node of an entry's own graph: its node and the pointer it was last
-// given (the caller's input it reads, or the fresh output it writes).
+// A copy node of an entry's own graph: its node and where it copies now.
 struct CopyNode {
   void* node = nullptr;          // none for a copy of no bytes
-  const void* given = nullptr;
+  void* dst = nullptr;
+  const void* src = nullptr;
   bool enabled = true;
 };
 
@@ -144,10 +144,10 @@ struct AotiCyGraphEntry {
   std::vector<int64_t> signature;
   std::vector<Span> inputs;
   std::vector<Output> outputs;
-  void* graph_exec = nullptr;    // what a call launches (NULL: torch replays)
+  void* graph_exec = nullptr;    // torch's exec between raw copies (NULL: torch replays)
   // With copies embedded: a graph of its own, input copies -> the captured
   // graph -> output copies, whose copy nodes every call points at its own
-  // tensors; graph_exec is then own_exec.
+  // tensors; a call launches own_exec instead of graph_exec.
   void* own_graph = nullptr;
   void* own_exec = nullptr;
   std::vector<CopyNode> copy_in, copy_out;
@@ -156,7 +156,6 @@ struct AotiCyGraphEntry {
 
   void release_own_graph() {
     if (own_exec != nullptr) {
-      if (graph_exec == own_exec) graph_exec = nullptr;
       runtime.graph_exec_destroy(own_exec);
       own_exec = nullptr;
     }
@@ -171,9 +170,9 @@ struct AotiCyGraphEntry {
 
 namespace {
 
-// Points an enabled copy node at `given` (a no-op where it already is).
-bool aim_copy(void* exec, CopyNode& copy, void* dst, const void* src, size_t bytes,
-              const void* given) {
+// Turns a copy node on and points it at dst and src (no update where it
+// already copies there: the caching allocator often hands back an address).
+bool aim_copy(void* exec, CopyNode& copy, void* dst, const void* src, size_t bytes) {
   if (copy.node == nullptr) return true;
   if (!copy.enabled) {
     if (!cuda_ok(runtime.node_set_enabled(exec, copy.node, 1), "cudaGraphNodeSetEnabled")) {
@@ -181,13 +180,14 @@ bool aim_copy(void* exec, CopyNode& copy, void* dst, const void* src, size_t byt
     }
     copy.enabled = true;
   }
-  if (copy.given == given) return true;
+  if (copy.dst == dst && copy.src == src) return true;
   if (!cuda_ok(runtime.exec_memcpy_set_1d(exec, copy.node, dst, src, bytes,
                                           kMemcpyDeviceToDevice),
                "cudaGraphExecMemcpyNodeSetParams1D")) {
     return false;
   }
-  copy.given = given;
+  copy.dst = dst;
+  copy.src = src;
   return true;
 }
 
@@ -199,10 +199,6 @@ bool disable_copy(void* exec, CopyNode& copy) {
   copy.enabled = false;
   return true;
 }
-
-// Fresh outputs for an entry from the caching allocator (current device and
-// stream), into call->fresh; false with last_error on failure.
-bool allocate_outputs(AotiCyGraphCall* call, const AotiCyGraphEntry* entry);
 
 }  // namespace
 
@@ -219,6 +215,8 @@ struct AotiCyGraphCall {
 
 namespace {
 
+// Fresh outputs for an entry from the caching allocator (current device and
+// stream), into call->fresh; false with last_error on failure.
 bool allocate_outputs(AotiCyGraphCall* call, const AotiCyGraphEntry* entry) {
   call->fresh.clear();
   try {
@@ -249,7 +247,7 @@ bool embedded_copies_launch(AotiCyGraphCall* call, AotiCyGraphEntry* entry, void
     const void* given = call->given[i];
     const bool ok = given == to.data
                         ? disable_copy(exec, entry->copy_in[i])
-                        : aim_copy(exec, entry->copy_in[i], to.data, given, to.bytes, given);
+                        : aim_copy(exec, entry->copy_in[i], to.data, given, to.bytes);
     if (!ok) return false;
   }
   if (fresh_outputs && !allocate_outputs(call, entry)) return false;
@@ -259,8 +257,7 @@ bool embedded_copies_launch(AotiCyGraphCall* call, AotiCyGraphEntry* entry, void
     if (!fresh_outputs) {
       ok = disable_copy(exec, entry->copy_out[i]);
     } else if (!out.none) {
-      void* dst = call->fresh[i].data_ptr();
-      ok = aim_copy(exec, entry->copy_out[i], dst, out.data, out.bytes, dst);
+      ok = aim_copy(exec, entry->copy_out[i], call->fresh[i].data_ptr(), out.data, out.bytes);
     }
   }
   ok = ok && cuda_ok(runtime.graph_launch(exec, stream), "cudaGraphLaunch");
@@ -448,8 +445,7 @@ int aoti_cy_graph_entry_embed_copies(AotiCyGraphEntry* entry, void* captured_gra
   at::Tensor placeholder;
   void* graph = nullptr;
   void* exec = nullptr;
-  std::vector<CopyNode> copy_in(entry->inputs.size()), copy_out;
-  bool ok = true;
+  std::vector<CopyNode> copy_in(entry->inputs.size()), copy_out(entry->outputs.size());
   try {
     if (largest != 0) {
       placeholder = at::empty({static_cast<int64_t>(largest)},
@@ -461,7 +457,7 @@ int aoti_cy_graph_entry_embed_copies(AotiCyGraphEntry* entry, void* captured_gra
     return -1;
   }
   void* scratch = largest != 0 ? placeholder.data_ptr() : nullptr;
-  ok = cuda_ok(runtime.graph_create(&graph, 0), "cudaGraphCreate");
+  bool ok = cuda_ok(runtime.graph_create(&graph, 0), "cudaGraphCreate");
   std::vector<void*> before;
   for (size_t i = 0; ok && i < entry->inputs.size(); ++i) {
     const Span& in = entry->inputs[i];
@@ -469,7 +465,8 @@ int aoti_cy_graph_entry_embed_copies(AotiCyGraphEntry* entry, void* captured_gra
     ok = cuda_ok(runtime.graph_add_memcpy_1d(&copy_in[i].node, graph, nullptr, 0, in.data,
                                              scratch, in.bytes, kMemcpyDeviceToDevice),
                  "cudaGraphAddMemcpyNode1D");
-    copy_in[i].given = scratch;
+    copy_in[i].dst = in.data;
+    copy_in[i].src = scratch;
     before.push_back(copy_in[i].node);
   }
   void* model = nullptr;
@@ -478,14 +475,14 @@ int aoti_cy_graph_entry_embed_copies(AotiCyGraphEntry* entry, void* captured_gra
                                          captured_graph),
                  "cudaGraphAddChildGraphNode");
   }
-  copy_out.resize(entry->outputs.size());
   for (size_t i = 0; ok && i < entry->outputs.size(); ++i) {
     const Output& out = entry->outputs[i];
     if (out.none || out.bytes == 0) continue;
     ok = cuda_ok(runtime.graph_add_memcpy_1d(&copy_out[i].node, graph, &model, 1, scratch,
                                              out.data, out.bytes, kMemcpyDeviceToDevice),
                  "cudaGraphAddMemcpyNode1D");
-    copy_out[i].given = scratch;
+    copy_out[i].dst = scratch;
+    copy_out[i].src = out.data;
   }
   if (ok) {
     ok = cuda_ok(runtime.graph_instantiate(&exec, graph, 0), "cudaGraphInstantiateWithFlags");
@@ -499,7 +496,6 @@ int aoti_cy_graph_entry_embed_copies(AotiCyGraphEntry* entry, void* captured_gra
   // aimed at whatever tensor is given that address next, which is right.
   entry->own_graph = graph;
   entry->own_exec = exec;
-  entry->graph_exec = exec;
   entry->copy_in = std::move(copy_in);
   entry->copy_out = std::move(copy_out);
   return 0;

@@ -73,8 +73,8 @@ int aoti_cy_graph_entry_embed_copies(AotiCyGraphEntry* entry, void* captured_gra
 /* Whether the entry's calls copy through its own graph. */
 int aoti_cy_graph_entry_copies_embedded(const AotiCyGraphEntry* entry);
 
-/* Drops the entry's own graph, if any (calls then launch nothing until a
- * new executable is set). */
+/* Drops the entry's own graph, if any: calls then copy around the launch
+ * of the exec set with aoti_cy_graph_entry_set_exec (NULL: torch replays). */
 void aoti_cy_graph_entry_release_own_graph(AotiCyGraphEntry* entry);
 
 /* Whether the signature in `call` is the entry's. Needs no GIL. */

@@ -641,7 +641,7 @@ def test_copies_around_the_launch_when_asked_for():
 
 @pytest.mark.cuda
 @requires_gpu
-def test_evicting_a_graph_waits_for_its_replay_in_flight():
+def test_evicting_graphs_while_their_replays_are_in_flight_keeps_outputs_right():
     path = dynamic_package()
     eager = make_model(Scale, device="cuda")
     side = torch.cuda.Stream()

@@ -7,15 +7,15 @@ import time
 from aoti_cy.cuda_graphs import _SharedGate
 
 
-def test_plain_runs_share_the_gate():
-    gate = _SharedGate()
+def most_at_once(enter, threads):
+    """How many of ``threads`` threads were inside ``enter()`` at once."""
     inside, most = [0], [0]
     lock = threading.Lock()
-    start = threading.Barrier(4)
+    start = threading.Barrier(threads)
 
-    def plain():
+    def work():
         start.wait()
-        with gate:
+        with enter():
             with lock:
                 inside[0] += 1
                 most[0] = max(most[0], inside[0])
@@ -23,13 +23,18 @@ def test_plain_runs_share_the_gate():
             with lock:
                 inside[0] -= 1
 
-    threads = [threading.Thread(target=plain) for _ in range(4)]
-    for t in threads:
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join(10)
-    assert most[0] > 1              # they overlapped
     assert inside[0] == 0
+    return most[0]
+
+
+def test_plain_runs_share_the_gate():
+    gate = _SharedGate()
+    assert most_at_once(lambda: gate, 4) > 1
 
 
 def test_a_capture_waits_for_plain_runs_and_holds_new_ones_back():
@@ -74,21 +79,4 @@ def test_a_capture_waits_for_plain_runs_and_holds_new_ones_back():
 
 def test_captures_take_turns():
     gate = _SharedGate()
-    inside, most = [0], [0]
-    lock = threading.Lock()
-
-    def capture():
-        with gate.alone():
-            with lock:
-                inside[0] += 1
-                most[0] = max(most[0], inside[0])
-            time.sleep(0.02)
-            with lock:
-                inside[0] -= 1
-
-    threads = [threading.Thread(target=capture) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert most[0] == 1
+    assert most_at_once(gate.alone, 3) == 1
