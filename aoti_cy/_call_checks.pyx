@@ -80,7 +80,7 @@ cdef AotiCyShapeContract* _encode_contract(object contract, tuple labels) except
     cdef int64_t* word_array = <int64_t*>malloc(max(len(words), 1) * sizeof(int64_t))
     cdef const char** text_array = <const char**>malloc(max(len(encoded), 1) * sizeof(char*))
     cdef AotiCyShapeContract* result = NULL
-    cdef size_t k
+    cdef Py_ssize_t k
     try:
         if word_array == NULL or text_array == NULL:
             raise MemoryError()
@@ -111,7 +111,7 @@ cdef void* input_guards_for(ModelLibrary library, size_t num_inputs, int cuda_in
     if num_inputs == 0:
         return NULL
     contract = shape_contract_of(library, num_inputs)
-    if checks == NULL and (contract is None or len(contract.covered) < num_inputs):
+    if checks == NULL and (contract is None or <size_t>len(contract.covered) < num_inputs):
         if os.environ.get("AOTI_RUNTIME_CHECK_INPUTS", "0")[:1] not in ("", "0"):
             return NULL   # the model checks every run itself
         raise PackageError(
