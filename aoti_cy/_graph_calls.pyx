@@ -52,7 +52,7 @@ cdef extern from "graph_calls.h" nogil:
                             void* stream, int fresh_outputs)
     int aoti_cy_graph_finish(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
                              int fresh_outputs)
-    int aoti_cy_graph_call_wait(AotiCyGraphCall* call)
+    int aoti_cy_graph_call_wait(AotiCyGraphCall* call, int device_index)
     object aoti_cy_graph_take_outputs(AotiCyGraphCall* call) with gil
 
 
@@ -264,7 +264,7 @@ cdef class GraphTable:
         still reads the buffers of a graph about to be dropped."""
         cdef int rc
         with nogil:
-            rc = aoti_cy_graph_call_wait(self.state)
+            rc = aoti_cy_graph_call_wait(self.state, self.device_index)
         if rc != 0:
             _raise_call_error()
 

@@ -26,6 +26,7 @@ namespace {
 // pointers), and torch's CUDA shim (AOTITorchError is int32_t).
 struct Runtime {
   int (*get_device)(int*);
+  int (*set_device)(int);
   int (*memcpy_async)(void*, const void*, size_t, int, void*);
   int (*graph_launch)(void*, void*);
   int (*event_create)(void**, unsigned);
@@ -294,6 +295,7 @@ int aoti_cy_graph_runtime_load(void) {
       (lib) != nullptr ? dlsym((lib), name) : nullptr);                       \
   if (found.field == nullptr && missing == nullptr) missing = name;
   AOTI_CY_FIND(cudart, get_device, "cudaGetDevice")
+  AOTI_CY_FIND(cudart, set_device, "cudaSetDevice")
   AOTI_CY_FIND(cudart, memcpy_async, "cudaMemcpyAsync")
   AOTI_CY_FIND(cudart, graph_launch, "cudaGraphLaunch")
   AOTI_CY_FIND(cudart, event_create, "cudaEventCreateWithFlags")
@@ -509,10 +511,20 @@ int aoti_cy_graph_entry_copies_embedded(const AotiCyGraphEntry* entry) {
   return entry->own_exec != nullptr;
 }
 
-int aoti_cy_graph_call_wait(AotiCyGraphCall* call) {
-  if (!call->used) return 0;   // (a last stream of NULL is the legacy default stream)
-  return cuda_ok(runtime.stream_synchronize(call->last_stream), "cudaStreamSynchronize") ? 0
-                                                                                           : -1;
+int aoti_cy_graph_call_wait(AotiCyGraphCall* call, int device_index) {
+  if (!call->used) return 0;
+  // A last stream of NULL is the legacy default stream of the *current*
+  // device: make the set's device current while waiting.
+  int device = -1;
+  if (!cuda_ok(runtime.get_device(&device), "cudaGetDevice")) return -1;
+  if (device != device_index &&
+      !cuda_ok(runtime.set_device(device_index), "cudaSetDevice")) {
+    return -1;
+  }
+  const bool ok =
+      cuda_ok(runtime.stream_synchronize(call->last_stream), "cudaStreamSynchronize");
+  if (device != device_index) runtime.set_device(device);
+  return ok ? 0 : -1;
 }
 
 void aoti_cy_graph_entry_set_exec(AotiCyGraphEntry* entry, void* graph_exec) {
@@ -589,7 +601,7 @@ int aoti_cy_graph_finish(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
                          int fresh_outputs) {
   bool ok = true;
   if (entry != nullptr && entry->own_exec != nullptr) {
-    // The graph's own copy nodes filled the outputs begin allocated.
+    // begin allocated the outputs and its one launch filled them.
   } else if (fresh_outputs && entry != nullptr) {
     ok = allocate_outputs(call, entry);
     for (size_t i = 0; ok && i < entry->outputs.size(); ++i) {

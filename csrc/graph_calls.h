@@ -85,8 +85,9 @@ int aoti_cy_graph_entry_matches(const AotiCyGraphEntry* entry, const AotiCyGraph
  * after the one the set was last used on, copies every input that is not
  * the static one into it, and launches the graph where the entry has its
  * executable. An entry with embedded copies does all of it in its one
- * launch, fresh outputs (with `fresh_outputs`) allocated first. On success the device and stream stay current until
- * aoti_cy_graph_finish, which must follow; on failure nothing is left. */
+ * launch, fresh outputs (with `fresh_outputs`) allocated first. On success
+ * the device and stream stay current until aoti_cy_graph_finish, which must
+ * follow; on failure nothing is left. */
 int aoti_cy_graph_begin(AotiCyGraphCall* call, AotiCyGraphEntry* entry, int device_index,
                         void* stream, int fresh_outputs);
 /* With a NULL entry, begin only makes the device and stream current and
@@ -98,9 +99,10 @@ int aoti_cy_graph_begin(AotiCyGraphCall* call, AotiCyGraphEntry* entry, int devi
 int aoti_cy_graph_finish(AotiCyGraphCall* call, const AotiCyGraphEntry* entry,
                          int fresh_outputs);
 
-/* Waits for the stream the set was last used on (before graphs of the set
- * are dropped, so no replay in flight reads freed memory). No GIL needed. */
-int aoti_cy_graph_call_wait(AotiCyGraphCall* call);
+/* Waits for the stream the set was last used on, on cuda:`device_index`
+ * (before graphs of the set are dropped, so no replay in flight reads freed
+ * memory); the current device is put back. No GIL needed. */
+int aoti_cy_graph_call_wait(AotiCyGraphCall* call, int device_index);
 
 /* A new list of the fresh outputs of the last finished call (GIL held),
  * None where the model returned none. Drops the call's references. */
