@@ -12,8 +12,9 @@ run. No input copy where the input *is* the static one: see
 :meth:`GraphRunner.static_inputs`. That call runs in C
 (:mod:`aoti_cy._graph_calls`): signature lookup, copy nodes aimed at the
 call's tensors, ``cudaGraphLaunch`` on the call's stream, fresh outputs from
-torch's caching allocator, without the GIL. ``cuda_graphs="auto"`` times graphed calls against plain runs per
-signature after its capture and keeps the faster (:attr:`GraphRunner.decisions`). A capture runs the model through
+torch's caching allocator, without the GIL. ``cuda_graphs="auto"`` times
+graphed calls against plain runs per signature after its capture and keeps
+the faster (:attr:`GraphRunner.decisions`). A capture runs the model through
 ``run_single_threaded`` after warm-up runs on a side stream, which check the
 inputs as any run does; a replay's signature equals the captured one, so it
 passes the same checks.

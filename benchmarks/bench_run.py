@@ -312,6 +312,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump(result, f)
         return
+
     def save(results):
         import torch
         with open(args.json, "w") as f:
