@@ -232,6 +232,18 @@ cdef class GraphTable:
             raise ValueError("these inputs are not of the graph's signature")
         return self._replay(graph, <void*><uintptr_t>stream, static_outputs)
 
+    def try_replay(self, Graph graph, tuple inputs, uintptr_t stream, bint static_outputs):
+        """:meth:`replay`, or None where ``inputs`` are not of the graph's
+        signature (the caller then copies them its own way)."""
+        if graph.plain:
+            return None
+        if not aoti_cy_graph_signature(self.state, PySequence_Fast_ITEMS(inputs), len(inputs),
+                                       self.device_index):
+            return None
+        if not aoti_cy_graph_entry_matches(graph.entry, self.state):
+            return None
+        return self._replay(graph, <void*>stream, static_outputs)
+
     def order_stream(self, uintptr_t stream):
         """Order ``stream`` (an address, 0 for the current one) after the
         stream the set was last used on (before a capture into the set)."""

@@ -141,6 +141,9 @@ class CapturedRun:
         except Exception as error:  # noqa: BLE001 - whatever broke the capture
             _end_broken_capture(device, stream)
             raise CaptureError(f"capturing a run of the model failed: {error}") from error
+        self._device_index = device.index
+        self._replays = None            # (GraphTable, Graph) of replay's C path
+        self._replays_lock = threading.Lock()
 
     def replay(self, *inputs):
         """Replay the captured run on the current stream.
@@ -150,7 +153,9 @@ class CapturedRun:
         *inputs : torch.Tensor
             New values, copied into the static inputs first; none to replay
             on the values already there. Each must have the captured shape,
-            dtype and device.
+            dtype and device. Inputs of the captured strides too are copied
+            in C (one raw device copy each, none for a static input passed
+            itself); others through ``Tensor.copy_``.
 
         Returns
         -------
@@ -164,6 +169,12 @@ class CapturedRun:
             Wrong number of inputs, or one of another shape, dtype or device.
         """
         if inputs:
+            with self._replays_lock:
+                outputs = self._replay_in_c(inputs)
+            if outputs is not None:
+                return self.outputs
+            # Another signature (strides, a count, a device): copy_ copies
+            # or the checks below refuse.
             if len(inputs) != len(self.inputs):
                 raise ValueError(f"the captured run takes {len(self.inputs)} inputs, "
                                  f"got {len(inputs)}")
@@ -179,6 +190,23 @@ class CapturedRun:
                 static.copy_(new, non_blocking=True)
         self.graph.replay()
         return self.outputs
+
+    def _replay_in_c(self, inputs):
+        """Raw copies into the static inputs and torch's replay, through
+        :mod:`aoti_cy._graph_calls` on the current stream; None where the
+        inputs are not of the captured signature, or the C path cannot take
+        this graph (then replay copies in Python)."""
+        if self._replays is None:
+            try:
+                _graph_calls.load_runtime()
+                self._replays = (_graph_calls.GraphTable(self._device_index),
+                                 _graph_calls.Graph(self))
+            except RuntimeError:        # e.g. an output on the CPU
+                self._replays = False
+        if self._replays is False:
+            return None
+        table, graph = self._replays
+        return table.try_replay(graph, inputs, 0, True)
 
 
 def _end_broken_capture(device, stream):

@@ -186,8 +186,15 @@ def _save_sample_inputs(path, args, kwargs):
     target = path + ".inputs.pt"
     flat = not kwargs and all(isinstance(a, torch.Tensor) for a in args)
     if flat and not os.path.exists(target):
-        torch.save([a.detach().cpu() for a in args], target + ".tmp")
-        os.replace(target + ".tmp", target)
+        # A temporary name of its own: test workers may save the same inputs at once.
+        fd, tmp = tempfile.mkstemp(suffix=".inputs.tmp", dir=os.path.dirname(target))
+        os.close(fd)
+        try:
+            torch.save([a.detach().cpu() for a in args], tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def make_model(model_cls, init_args=(), device="cpu"):

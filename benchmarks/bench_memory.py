@@ -1,7 +1,10 @@
 """Memory and loading: RSS growth over many calls, host memory a loaded
 package keeps, and load time, against torch's loader where it applies.
+With ``--cuda-graph-execs N`` (a GPU): only the device memory a graphed
+container's executable graph of copy nodes takes beside torch's own.
 
-Prints one JSON object. RSS is read from /proc/self/statm.
+Prints one JSON object. RSS is read from /proc/self/statm; device memory
+from ``torch.cuda.mem_get_info``.
 """
 
 import argparse
@@ -96,13 +99,60 @@ def load_times(loads):
             "torch_first_load_ms": torch_first * 1e3}
 
 
+def graph_exec_memory(containers, repeats=3):
+    """Device memory per graph taken by the executable graph that holds a
+    call's copy nodes (``copies_in_graph``, the default) beside torch's own,
+    as the difference between ``containers`` mlp containers of one graph
+    each with the copies in the graph and as many with the copies around
+    the launch; median over ``repeats`` rounds, each arm in turn."""
+    example = EXAMPLES["mlp"]
+    path = example.package("cuda")
+    inputs = example.inputs("cuda")
+
+    def bytes_per_container(copies_in_graph):
+        torch.cuda.synchronize()
+        gc.collect()
+        torch.cuda.empty_cache()
+        free_before, _ = torch.cuda.mem_get_info()
+        models = [aoti_cy.load(path, cuda_graphs=True) for _ in range(containers)]
+        for model in models:
+            model.cuda_graphs.copies_in_graph = copies_in_graph
+            model.run(inputs)                        # captures its graph
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        free_after, _ = torch.cuda.mem_get_info()
+        assert all(g.copies_in_graph == copies_in_graph
+                   for model in models for (g,) in model.cuda_graphs.graphs())
+        for model in models:
+            model.close()
+        return (free_before - free_after) / containers
+
+    bytes_per_container(False)                       # first-load work, not counted
+    around, inside = [], []
+    for _ in range(repeats):
+        around.append(bytes_per_container(False))
+        inside.append(bytes_per_container(True))
+    return {"device": torch.cuda.get_device_name(), "containers": containers,
+            "repeats": repeats,
+            "bytes_per_container_copies_around": statistics.median(around),
+            "bytes_per_container_copies_in_graph": statistics.median(inside),
+            "copy_graph_exec_bytes": statistics.median(inside) - statistics.median(around)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--failing-calls", type=int, default=100_000)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--loads", type=int, default=20)
+    parser.add_argument("--cuda-graph-execs", type=int, default=0, metavar="N",
+                        help="only measure the copy graph's device memory over N containers")
     args = parser.parse_args()
+    if args.cuda_graph_execs:
+        print(json.dumps({"torch": torch.__version__,
+                          "cuda_graph_exec_memory": graph_exec_memory(args.cuda_graph_execs)},
+                         indent=2))
+        return
     print(json.dumps({
         "torch": torch.__version__,
         "load_time": load_times(args.loads),

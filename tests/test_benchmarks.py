@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+import torch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -58,3 +61,12 @@ def test_bench_input_checks_reports(tmp_path, package):
         row = report["results"][name]
         assert row["checked_us"] > 0 and row["unchecked_us"] > 0
     assert report["meta"]["torch"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bench_memory_reports_the_copy_graphs_device_memory():
+    report = json.loads(script("bench_memory.py", "--cuda-graph-execs", 2))
+    found = report["cuda_graph_exec_memory"]
+    assert found["containers"] == 2
+    assert found["bytes_per_container_copies_around"] > 0

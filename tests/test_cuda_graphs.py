@@ -660,3 +660,40 @@ def test_evicting_graphs_while_their_replays_are_in_flight_keeps_outputs_right()
                 torch.testing.assert_close(out, eager(x))
         assert len(graphs_of(model)) == 1
 
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_the_manual_helper_copies_in_c_and_through_copy_for_other_strides():
+    example = torch.randn(16, 8, device="cuda")
+    path = compile_package(Bump, [example], device="cuda")
+    with aoti_cy.load(path) as model:
+        captured = cuda_graphs.capture(model, [example])
+        offset = torch.randn(200, device="cuda")[72:].view(16, 8)   # captured strides
+        (out,) = captured.replay(offset)
+        torch.testing.assert_close(out, offset * 2 + 1)
+        table, graph = captured._replays                 # the C path took it
+        assert graph.captured is captured
+        transposed = torch.randn(8, 16, device="cuda").t()          # other strides
+        (out,) = captured.replay(transposed)
+        torch.testing.assert_close(out, transposed * 2 + 1)
+        (static,) = captured.inputs
+        static.copy_(example * 5)
+        (out,) = captured.replay(static)                 # the static input itself
+        torch.testing.assert_close(out, example * 10 + 1)
+        side = torch.cuda.Stream()
+        x = torch.randn(16, 8, device="cuda")
+        y = delayed_input(side, x)
+        with torch.cuda.stream(side):                    # replays on the current stream
+            (out,) = captured.replay(y)
+            kept = out.clone()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(kept, x * 6 + 1)
+        with pytest.raises(ValueError, match="takes 1 inputs, got 2"):
+            captured.replay(x, x)
+        with pytest.raises(ValueError, match="dtype"):
+            captured.replay(x.double())
+        with pytest.raises(ValueError, match="on cpu"):
+            captured.replay(x.cpu())
+        with pytest.raises(ValueError, match="shape"):
+            captured.replay(x[:8])
