@@ -225,22 +225,14 @@ cdef class GraphTable:
         ``stream`` (an address, 0 for the current one)."""
         if graph.plain:
             raise ValueError("this signature runs plainly: its graph was dropped")
-        if not aoti_cy_graph_signature(self.state, PySequence_Fast_ITEMS(inputs), len(inputs),
-                                       self.device_index):
-            raise ValueError("these inputs do not have a graph signature")
-        if not aoti_cy_graph_entry_matches(graph.entry, self.state):
+        if not self._is_signature_of(graph, inputs):
             raise ValueError("these inputs are not of the graph's signature")
         return self._replay(graph, <void*><uintptr_t>stream, static_outputs)
 
     def try_replay(self, Graph graph, tuple inputs, uintptr_t stream, bint static_outputs):
         """:meth:`replay`, or None where ``inputs`` are not of the graph's
         signature (the caller then copies them its own way)."""
-        if graph.plain:
-            return None
-        if not aoti_cy_graph_signature(self.state, PySequence_Fast_ITEMS(inputs), len(inputs),
-                                       self.device_index):
-            return None
-        if not aoti_cy_graph_entry_matches(graph.entry, self.state):
+        if graph.plain or not self._is_signature_of(graph, inputs):
             return None
         return self._replay(graph, <void*>stream, static_outputs)
 
@@ -279,6 +271,12 @@ cdef class GraphTable:
             rc = aoti_cy_graph_call_wait(self.state, self.device_index)
         if rc != 0:
             _raise_call_error()
+
+    cdef bint _is_signature_of(self, Graph graph, inputs):
+        """Whether ``inputs`` (a list or tuple) have ``graph``'s signature."""
+        return (aoti_cy_graph_signature(self.state, PySequence_Fast_ITEMS(inputs), len(inputs),
+                                        self.device_index)
+                and aoti_cy_graph_entry_matches(graph.entry, self.state))
 
     cdef Graph _find(self):
         cdef list graphs = self.graphs

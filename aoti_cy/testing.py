@@ -139,40 +139,47 @@ def compile_multi_package(models, *, device="cpu", inductor_configs=None):
     path = os.path.join(cache_dir(), f"{label}-{digest}.pt2")
     if not os.path.exists(path):
         os.makedirs(cache_dir(), exist_ok=True)
-        _compile_into(path, models, device, configs)
+        _write_in_place(path, lambda tmp: _compile_to(tmp, models, device, configs), ".pt2")
     if len(models) == 1:
         spec, = models.values()
         _save_sample_inputs(path, spec.args, spec.kwargs or {})
     return path
 
 
-def _compile_into(path, models, device, configs):
-    # Compile under a temporary name, then move it into place atomically.
-    fd, tmp = tempfile.mkstemp(suffix=".pt2", dir=cache_dir())
+def _write_in_place(target, write, suffix):
+    """``write(tmp)`` to a temporary file of its own beside ``target``, then
+    moved into place atomically: test workers may write one cache entry at
+    once, and a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(target))
     os.close(fd)
-    # torch's export/compile path warns about its own internals.
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            exported = {
-                name: torch.export.export(
-                    make_model(spec.model_cls, spec.init_args, device), tuple(spec.args),
-                    spec.kwargs or {}, dynamic_shapes=spec.dynamic_shapes,
-                    strict=spec.strict)
-                for name, spec in models.items()}
-            if list(exported) == ["model"]:
-                torch._inductor.aoti_compile_and_package(
-                    exported["model"], package_path=tmp, inductor_configs=configs)
-            else:
-                files = {name: torch._inductor.aot_compile(
-                             program.module(), *_example_inputs(program),
-                             options=dict(configs, **{"aot_inductor.package": True}))
-                         for name, program in exported.items()}
-                torch._inductor.package.package_aoti(tmp, files)
-        os.replace(tmp, path)
+        write(tmp)
+        os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _compile_to(tmp, models, device, configs):
+    """Export ``models`` and compile them into the package file ``tmp``."""
+    # torch's export/compile path warns about its own internals.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        exported = {
+            name: torch.export.export(
+                make_model(spec.model_cls, spec.init_args, device), tuple(spec.args),
+                spec.kwargs or {}, dynamic_shapes=spec.dynamic_shapes,
+                strict=spec.strict)
+            for name, spec in models.items()}
+        if list(exported) == ["model"]:
+            torch._inductor.aoti_compile_and_package(
+                exported["model"], package_path=tmp, inductor_configs=configs)
+        else:
+            files = {name: torch._inductor.aot_compile(
+                         program.module(), *_example_inputs(program),
+                         options=dict(configs, **{"aot_inductor.package": True}))
+                     for name, program in exported.items()}
+            torch._inductor.package.package_aoti(tmp, files)
 
 
 def _example_inputs(program):
@@ -186,15 +193,8 @@ def _save_sample_inputs(path, args, kwargs):
     target = path + ".inputs.pt"
     flat = not kwargs and all(isinstance(a, torch.Tensor) for a in args)
     if flat and not os.path.exists(target):
-        # A temporary name of its own: test workers may save the same inputs at once.
-        fd, tmp = tempfile.mkstemp(suffix=".inputs.tmp", dir=os.path.dirname(target))
-        os.close(fd)
-        try:
-            torch.save([a.detach().cpu() for a in args], tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        flat_inputs = [a.detach().cpu() for a in args]
+        _write_in_place(target, lambda tmp: torch.save(flat_inputs, tmp), ".inputs.tmp")
 
 
 def make_model(model_cls, init_args=(), device="cpu"):
